@@ -1,0 +1,138 @@
+"""Fitted, JSON-serialisable encoder for patient metadata.
+
+- numeric: standardised with training mean/std; missing -> 0 plus an indicator.
+- categorical: one-hot over training categories plus an explicit `unknown`
+  bucket, which takes blanks, the literal "unknown" and categories unseen in
+  training.
+- ordinal (e.g. Fitzpatrick I-VI): scaled to [0, 1] by the training range;
+  missing -> 0 plus an indicator.
+
+Fit on training rows only; save next to the model and load the same file at
+evaluation and prediction time.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+UNKNOWN = "unknown"
+_MISSING_TEXT = {"", "unknown", "nan", "none"}
+
+
+def _is_missing_category(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or str(
+        value
+    ).strip().lower() in _MISSING_TEXT
+
+
+class MetadataEncoder:
+    def __init__(self, columns: Mapping[str, str]):
+        kinds = {"numeric", "categorical", "ordinal"}
+        for name, kind in columns.items():
+            if kind not in kinds:
+                raise ValueError(f"metadata column {name!r}: kind {kind!r} not in {kinds}")
+        self.columns = dict(columns)
+        self.stats: dict[str, dict] | None = None
+
+    # -- fitting -----------------------------------------------------------------
+    def fit(self, frame: pd.DataFrame) -> MetadataEncoder:
+        stats = {}
+        for name, kind in self.columns.items():
+            if name not in frame.columns:
+                raise KeyError(f"metadata column {name!r} not in the table")
+            col = frame[name]
+            if kind == "categorical":
+                seen = sorted({str(v).strip() for v in col if not _is_missing_category(v)})
+                stats[name] = {"categories": seen}
+            else:
+                values = pd.to_numeric(col, errors="coerce").to_numpy(float)
+                ok = values[~np.isnan(values)]
+                if kind == "numeric":
+                    mean = float(ok.mean()) if ok.size else 0.0
+                    std = float(ok.std()) if ok.size > 1 else 1.0
+                    stats[name] = {"mean": mean, "std": std if std > 0 else 1.0}
+                else:
+                    lo = float(ok.min()) if ok.size else 0.0
+                    hi = float(ok.max()) if ok.size else 1.0
+                    stats[name] = {"min": lo, "max": hi if hi > lo else lo + 1.0}
+        self.stats = stats
+        return self
+
+    def _check_fitted(self):
+        if self.stats is None:
+            raise RuntimeError("MetadataEncoder is not fitted; call fit() on training rows")
+
+    # -- encoding ----------------------------------------------------------------
+    @property
+    def feature_names(self) -> list[str]:
+        self._check_fitted()
+        names = []
+        for name, kind in self.columns.items():
+            if kind == "categorical":
+                names += [f"{name}={c}" for c in self.stats[name]["categories"]]
+                names.append(f"{name}={UNKNOWN}")
+            else:
+                names += [name, f"{name}_missing"]
+        return names
+
+    @property
+    def dim(self) -> int:
+        return len(self.feature_names)
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Encode rows to a float32 matrix [n, dim]; absent columns count as missing."""
+        self._check_fitted()
+        n = len(frame)
+        blocks = []
+        for name, kind in self.columns.items():
+            st = self.stats[name]
+            col = frame[name] if name in frame.columns else pd.Series([None] * n)
+            if kind == "categorical":
+                cats = st["categories"]
+                lookup = {c: i for i, c in enumerate(cats)}
+                block = np.zeros((n, len(cats) + 1), np.float32)
+                idx = [
+                    len(cats) if _is_missing_category(v) else lookup.get(str(v).strip(), len(cats))
+                    for v in col
+                ]
+                block[np.arange(n), idx] = 1.0
+            else:
+                values = pd.to_numeric(col, errors="coerce").to_numpy(float)
+                missing = np.isnan(values)
+                if kind == "numeric":
+                    scaled = (values - st["mean"]) / st["std"]
+                else:
+                    scaled = (values - st["min"]) / (st["max"] - st["min"])
+                block = np.stack([np.where(missing, 0.0, scaled), missing], 1).astype(np.float32)
+            blocks.append(block)
+        return np.concatenate(blocks, 1) if blocks else np.zeros((n, 0), np.float32)
+
+    def fit_transform(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.fit(frame).transform(frame)
+
+    # -- persistence -------------------------------------------------------------
+    def to_dict(self) -> dict:
+        self._check_fitted()
+        return {"format": "multimodal.MetadataEncoder/1", "columns": self.columns,
+                "stats": self.stats}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MetadataEncoder:
+        if data.get("format") != "multimodal.MetadataEncoder/1":
+            raise ValueError(f"not a metadata encoder file (format={data.get('format')!r})")
+        enc = cls(data["columns"])
+        enc.stats = data["stats"]
+        return enc
+
+    def save(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=1)
+
+    @classmethod
+    def load(cls, path) -> MetadataEncoder:
+        with open(path) as f:
+            return cls.from_dict(json.load(f))

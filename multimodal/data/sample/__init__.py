@@ -1,0 +1,10 @@
+"""The bundled HAM10000 sample (CC BY-NC 4.0, see SOURCE.md in this folder)."""
+
+import os
+
+SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ham10000")
+
+
+def sample_root() -> str:
+    """Folder of the bundled sample, loadable with the `ham10000` source."""
+    return SAMPLE_DIR

@@ -1,0 +1,48 @@
+"""Any CSV with an image column, a label column and optional group and metadata columns."""
+
+from __future__ import annotations
+
+import os
+
+from multimodal.data.table import (DatasetTable, finalize, parse_age, read_csv,
+                                   require_columns)
+
+
+def load(
+    csv: str,
+    image_column: str,
+    label_column: str,
+    image_root: str | None = None,
+    group_column: str | None = None,
+    id_column: str | None = None,
+    metadata: dict[str, str] | None = None,
+    classes: list[str] | None = None,
+    name: str = "generic",
+    on_missing: str = "error",
+    verify: str = "exists",
+) -> DatasetTable:
+    """Load a CSV declared in a config.
+
+    Image paths are relative to `image_root` (default: the CSV's folder). With
+    no group column each image is its own group: say so in your report, since
+    grouped splitting then cannot protect against repeated patients.
+    A metadata column named `age` gets the age range checks.
+    """
+    metadata = dict(metadata or {})
+    frame = read_csv(csv)
+    require_columns(frame, [image_column, label_column, *(metadata)], csv)
+    root = image_root or os.path.dirname(os.path.abspath(csv))
+    frame["image_path"] = [os.path.join(root, p) for p in frame[image_column]]
+    frame["image_id"] = (frame[id_column] if id_column else
+                         frame[image_column].map(lambda p: os.path.splitext(p)[0]))
+    frame["label"] = frame[label_column].str.strip()
+    frame["group_id"] = frame[group_column] if group_column else frame["image_id"]
+    for column, kind in metadata.items():
+        if column == "age":
+            frame = parse_age(frame, column, csv, on_missing)
+        elif kind == "categorical":
+            frame[column] = frame[column].str.strip().replace("", "unknown")
+        else:
+            frame[column] = frame[column].replace("", None).astype(float)
+    return finalize(frame, classes or sorted(frame["label"].unique()), metadata, file=csv,
+                    name=name, on_missing=on_missing, verify=verify)

@@ -42,6 +42,7 @@ class DataConfig:
     stratify: list = field(default_factory=lambda: ["label"])
     metadata: list | None = None  # feature columns; None = all the source declares
     image_size: int = 64
+    prepared_dir: str | None = None  # ArrayRecord cache; default <workdir>/prepared
     augment: list = field(default_factory=lambda: ["flip_h", "flip_v"])
     augment_classes: list | None = None  # augment only these classes; None = all
     normalize: str = "dataset"  # dataset | imagenet | minus1_1
@@ -75,7 +76,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
     class_weights: bool = False
-    ema_decay: float | None = None
+    checkpoint_every_steps: int | None = None  # also save `latest` mid-epoch
     early_stop_metric: str = "balanced_accuracy"
     patience: int | None = 5
     keep_best: int = 2

@@ -1,0 +1,224 @@
+"""Named image operations on uint8 HxWx3 arrays, listed by name in a config.
+
+Each op is `fn(image, rng, **options) -> image`. Ops marked `random` run only
+in training (augmentation); the others (colour constancy, equalisation,
+grayscale) are preprocessing and run at training and evaluation alike.
+Randomness comes only from the `rng` passed in, so a pipeline seeded per
+example is deterministic whatever the number of workers.
+
+In a config an op is a name (`flip_h`) or a one-key mapping with options
+(`{rotate: {degrees: 15}}`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    fn: Callable
+    random: bool
+
+
+OPS: dict[str, Op] = {}
+
+
+def register(name: str, random: bool):
+    def wrap(fn):
+        OPS[name] = Op(fn, random)
+        return fn
+    return wrap
+
+
+def _pil(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(image)
+
+
+# -- geometry -----------------------------------------------------------------
+@register("flip_h", random=True)
+def flip_h(image, rng, p=0.5):
+    return image[:, ::-1] if rng.random() < p else image
+
+
+@register("flip_v", random=True)
+def flip_v(image, rng, p=0.5):
+    return image[::-1] if rng.random() < p else image
+
+
+@register("rotate90", random=True)
+def rotate90(image, rng):
+    """Lossless quarter turns; dermoscopy has no canonical orientation."""
+    return np.rot90(image, int(rng.integers(4)))
+
+
+def _affine(image, angle=0.0, scale=1.0, translate=(0.0, 0.0), shear=0.0):
+    """Rotate/scale/shear about the centre and translate (fractions of size), reflect-free."""
+    h, w = image.shape[:2]
+    cx, cy = w / 2, h / 2
+    a, sh = np.deg2rad(angle), np.deg2rad(shear)
+    # forward matrix: rotation * shear * scale; PIL needs the inverse map (output -> input)
+    forward = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) @ \
+        np.array([[1, np.tan(sh)], [0, 1]]) * scale
+    inv = np.linalg.inv(forward)
+    tx, ty = translate[0] * w, translate[1] * h
+    offset = np.array([cx, cy]) - inv @ np.array([cx + tx, cy + ty])
+    coeffs = (inv[0, 0], inv[0, 1], offset[0], inv[1, 0], inv[1, 1], offset[1])
+    out = _pil(image).transform((w, h), Image.AFFINE, coeffs, resample=Image.BILINEAR)
+    return np.asarray(out)
+
+
+@register("rotate", random=True)
+def rotate(image, rng, degrees=20.0):
+    return _affine(image, angle=rng.uniform(-degrees, degrees))
+
+
+@register("zoom", random=True)
+def zoom(image, rng, scale=(0.9, 1.1)):
+    return _affine(image, scale=rng.uniform(*scale))
+
+
+@register("translate", random=True)
+def translate(image, rng, fraction=0.1):
+    return _affine(image, translate=tuple(rng.uniform(-fraction, fraction, 2)))
+
+
+@register("shear", random=True)
+def shear(image, rng, degrees=10.0):
+    return _affine(image, shear=rng.uniform(-degrees, degrees))
+
+
+@register("random_resized_crop", random=True)
+def random_resized_crop(image, rng, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)):
+    """Crop a random area fraction and aspect ratio, resized back to the input size."""
+    h, w = image.shape[:2]
+    for _ in range(10):
+        area = rng.uniform(*scale) * h * w
+        aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+        cw, ch = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            x, y = int(rng.integers(w - cw + 1)), int(rng.integers(h - ch + 1))
+            crop = _pil(image[y:y + ch, x:x + cw])
+            return np.asarray(crop.resize((w, h), Image.BILINEAR))
+    return image
+
+
+# -- colour -------------------------------------------------------------------
+def _enhance(kind, image, factor):
+    return np.asarray(getattr(ImageEnhance, kind)(_pil(image)).enhance(factor))
+
+
+@register("brightness", random=True)
+def brightness(image, rng, amount=0.2):
+    return _enhance("Brightness", image, rng.uniform(1 - amount, 1 + amount))
+
+
+@register("contrast", random=True)
+def contrast(image, rng, amount=0.2):
+    return _enhance("Contrast", image, rng.uniform(1 - amount, 1 + amount))
+
+
+@register("saturation", random=True)
+def saturation(image, rng, amount=0.2):
+    return _enhance("Color", image, rng.uniform(1 - amount, 1 + amount))
+
+
+@register("hue", random=True)
+def hue(image, rng, amount=0.05):
+    """Shift hue by up to `amount` of a full turn."""
+    hsv = np.asarray(_pil(image).convert("HSV")).copy()
+    shift = int(round(rng.uniform(-amount, amount) * 255))
+    hsv[..., 0] = (hsv[..., 0].astype(np.int16) + shift) % 256
+    return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))
+
+
+@register("color_jitter", random=True)
+def color_jitter(image, rng, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02):
+    for name, amount in (("brightness", brightness), ("contrast", contrast),
+                         ("saturation", saturation), ("hue", hue)):
+        image = OPS[name].fn(image, rng, amount)
+    return image
+
+
+# -- preprocessing (deterministic) --------------------------------------------
+@register("shades_of_gray", random=False)
+def shades_of_gray(image, rng=None, p=6):
+    """Colour constancy (Finlayson & Trezzi): scale channels so their p-norm is equal.
+
+    p=6 is what ISIC 2017-2019 winners used against camera and lighting shifts;
+    p=1 is gray-world.
+    """
+    x = image.astype(np.float64)
+    norm = np.power(np.mean(np.power(x, p), axis=(0, 1)), 1 / p)
+    gain = norm.mean() / np.maximum(norm, 1e-6)
+    return np.clip(x * gain, 0, 255).astype(np.uint8)
+
+
+@register("gray_world", random=False)
+def gray_world(image, rng=None):
+    return shades_of_gray(image, rng, p=1)
+
+
+@register("equalize", random=False)
+def equalize(image, rng=None):
+    """Global histogram equalisation, channel by channel (X-rays are grey: all equal)."""
+    return np.asarray(ImageOps.equalize(_pil(image)))
+
+
+@register("clahe", random=False)
+def clahe(image, rng=None, clip_limit=0.01, tiles=8):
+    """Contrast-limited adaptive equalisation on luminance (scikit-image)."""
+    from skimage import exposure
+
+    grey = np.asarray(_pil(image).convert("L"))
+    kernel = max(8, min(grey.shape) // tiles)
+    out = exposure.equalize_adapthist(grey, kernel_size=kernel, clip_limit=clip_limit)
+    out = (out * 255).round().astype(np.uint8)
+    return np.repeat(out[..., None], 3, axis=2)
+
+
+@register("grayscale", random=False)
+def grayscale(image, rng=None):
+    """Grey to 3 identical channels, so RGB backbones accept X-rays."""
+    grey = np.asarray(_pil(image).convert("L"))
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+# -- config -------------------------------------------------------------------
+def parse_ops(spec) -> list[tuple[str, dict]]:
+    """Config list -> [(name, options)], checking names and option names now."""
+    ops = []
+    for item in spec or []:
+        if isinstance(item, str):
+            name, options = item, {}
+        elif isinstance(item, tuple) and len(item) == 2:  # already parsed
+            name, options = item[0], dict(item[1])
+        elif isinstance(item, dict) and len(item) == 1:
+            name, options = next(iter(item.items()))
+            options = dict(options or {})
+        else:
+            raise ValueError(f"augmentation entry {item!r}: expected a name or {{name: options}}")
+        if name not in OPS:
+            raise ValueError(f"unknown augmentation {name!r}; known: {sorted(OPS)}")
+        code = OPS[name].fn.__code__
+        allowed = code.co_varnames[2:code.co_argcount]
+        unknown = set(options) - set(allowed)
+        if unknown:
+            raise ValueError(f"augmentation {name!r}: unknown option(s) {sorted(unknown)}; "
+                             f"allowed: {list(allowed)}")
+        ops.append((name, options))
+    return ops
+
+
+def apply_ops(image: np.ndarray, ops, rng, train: bool) -> np.ndarray:
+    """Apply preprocessing ops always and random ops only when `train`."""
+    for name, options in ops:
+        op = OPS[name]
+        if op.random and not train:
+            continue
+        image = op.fn(image, rng, **options)
+    return np.ascontiguousarray(image)

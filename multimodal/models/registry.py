@@ -1,0 +1,28 @@
+"""Image encoders by name (timm-style): `create_encoder("resnet18", rngs=...)`.
+
+Every encoder is an `nnx.Module` with the constructor `(*, dtype, rngs, **options)`,
+an attribute `embed_dim`, and `__call__(images, *, rngs=None) -> [B, embed_dim]`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+ENCODERS: dict[str, Callable] = {}
+
+
+def register_encoder(name: str):
+    def wrap(factory):
+        if name in ENCODERS:
+            raise ValueError(f"encoder {name!r} registered twice")
+        ENCODERS[name] = factory
+        return factory
+    return wrap
+
+
+def create_encoder(name: str, **kwargs):
+    import multimodal.models.small_cnn  # noqa: F401 - registers the families
+
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; known: {sorted(ENCODERS)}")
+    return ENCODERS[name](**kwargs)

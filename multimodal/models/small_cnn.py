@@ -1,0 +1,54 @@
+"""The course reports' small CNNs, as image encoders.
+
+- `small_cnn`: 4 conv blocks (32-64-128-256 filters, 3x3, ReLU, 2x2 max-pool),
+  global average pooling, then a dense layer with dropout (the reports' head).
+- `small_cnn_bn`: 3 blocks (32-64-128) with BatchNorm after each convolution.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from multimodal.models.registry import register_encoder
+
+
+class ConvBlock(nnx.Module):
+    def __init__(self, cin, cout, *, batch_norm, dtype, rngs):
+        self.conv = nnx.Conv(cin, cout, (3, 3), use_bias=not batch_norm, dtype=dtype, rngs=rngs)
+        self.norm = nnx.BatchNorm(cout, momentum=0.9, dtype=dtype, rngs=rngs) if batch_norm else None
+
+    def __call__(self, x):
+        x = self.conv(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return nnx.max_pool(nnx.relu(x), (2, 2), (2, 2))
+
+
+class SmallCNN(nnx.Module):
+    def __init__(self, widths=(32, 64, 128, 256), *, batch_norm=False, dense=256, dropout=0.3,
+                 dtype=jnp.float32, rngs: nnx.Rngs):
+        chans = (3, *widths)
+        self.blocks = nnx.List([ConvBlock(a, b, batch_norm=batch_norm, dtype=dtype, rngs=rngs)
+                                for a, b in zip(chans[:-1], chans[1:])])
+        self.dense = nnx.Linear(widths[-1], dense, dtype=dtype, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout)
+        self.embed_dim = dense
+
+    def __call__(self, x, *, rngs=None):
+        for block in self.blocks:
+            x = block(x)
+        x = x.mean(axis=(1, 2))
+        return self.dropout(nnx.relu(self.dense(x)), rngs=rngs)
+
+
+@register_encoder("small_cnn")
+def small_cnn(*, dtype=jnp.float32, rngs, dropout=0.3, dense=256, widths=(32, 64, 128, 256)):
+    return SmallCNN(tuple(widths), batch_norm=False, dense=dense, dropout=dropout, dtype=dtype,
+                    rngs=rngs)
+
+
+@register_encoder("small_cnn_bn")
+def small_cnn_bn(*, dtype=jnp.float32, rngs, dropout=0.3, dense=128, widths=(32, 64, 128)):
+    return SmallCNN(tuple(widths), batch_norm=True, dense=dense, dropout=dropout, dtype=dtype,
+                    rngs=rngs)

@@ -1,0 +1,1 @@
+"""Training: losses, optimisers, the device mesh, checkpoints and the train loop."""

@@ -1,0 +1,130 @@
+"""Orbax checkpoints of a run: `latest` (for --resume) and `best` (top-k by a val metric).
+
+A run directory holds everything evaluation needs:
+    config.yaml, classes.json, metadata_encoder.json, normalizer.json, split.csv,
+    run.json (git commit, versions, devices), metrics.jsonl,
+    checkpoints/latest/<step>/{model,optimizer,progress}, checkpoints/best/<step>/...
+Orbax writes each step to a temporary folder and renames it when complete, so
+a crash mid-save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import orbax.checkpoint as ocp
+import yaml
+from flax import nnx
+
+ITEMS = ("model", "optimizer", "progress")
+
+
+def git_commit() -> str:
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=root, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=root, timeout=10).stdout
+        return out.stdout.strip() + ("+dirty" if dirty.strip() else "") or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_run_files(workdir: str, cfg_dict: dict, classes, encoder, normalizer) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.yaml"), "w") as f:
+        yaml.safe_dump(cfg_dict, f, sort_keys=False)
+    with open(os.path.join(workdir, "classes.json"), "w") as f:
+        json.dump(list(classes), f)
+    encoder.save(os.path.join(workdir, "metadata_encoder.json"))
+    with open(os.path.join(workdir, "normalizer.json"), "w") as f:
+        json.dump(normalizer.to_dict(), f)
+    import flax
+    import optax
+
+    info = {"git_commit": git_commit(), "python": sys.version.split()[0],
+            "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+            "orbax": ocp.__version__ if hasattr(ocp, "__version__") else "unknown",
+            "devices": [str(d) for d in jax.devices()], "process_count": jax.process_count()}
+    with open(os.path.join(workdir, "run.json"), "w") as f:
+        json.dump(info, f, indent=1)
+
+
+class RunCheckpoints:
+    """Two Orbax managers over one run directory."""
+
+    def __init__(self, workdir: str, metric: str, keep_best: int = 2):
+        root = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.metric = metric
+        self.latest = ocp.CheckpointManager(
+            os.path.join(root, "latest"), item_names=ITEMS,
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, cleanup_tmp_directories=True))
+        self.best = ocp.CheckpointManager(
+            os.path.join(root, "best"), item_names=ITEMS,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep_best, best_fn=lambda m: m[metric], best_mode="max",
+                keep_checkpoints_without_metrics=False, cleanup_tmp_directories=True))
+
+    @staticmethod
+    def _args(model, optimizer, progress):
+        return ocp.args.Composite(
+            model=ocp.args.StandardSave(nnx.state(model).to_pure_dict()),
+            optimizer=ocp.args.StandardSave(nnx.state(optimizer).to_pure_dict()),
+            progress=ocp.args.JsonSave(progress))
+
+    def save(self, step: int, model, optimizer, progress: dict, metrics: dict | None = None):
+        self.latest.save(step, args=self._args(model, optimizer, progress), force=True)
+        if metrics is not None:
+            self.best.save(step, args=self._args(model, optimizer, progress), metrics=metrics,
+                           force=True)
+
+    def restore_latest(self, model, optimizer) -> dict | None:
+        """Load the latest checkpoint into model and optimizer; return its progress."""
+        step = self.latest.latest_step()
+        if step is None:
+            return None
+        return restore(self.latest, step, model, optimizer)
+
+    def wait(self):
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self):
+        self.latest.close()
+        self.best.close()
+
+
+def restore(manager, step: int, model, optimizer=None) -> dict:
+    model_state = nnx.state(model)
+    items = {"model": ocp.args.StandardRestore(model_state.to_pure_dict()),
+             "progress": ocp.args.JsonRestore()}
+    if optimizer is not None:
+        items["optimizer"] = ocp.args.StandardRestore(nnx.state(optimizer).to_pure_dict())
+    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    nnx.replace_by_pure_dict(model_state, restored["model"])
+    nnx.update(model, model_state)
+    if optimizer is not None:
+        opt_state = nnx.state(optimizer)
+        nnx.replace_by_pure_dict(opt_state, restored["optimizer"])
+        nnx.update(optimizer, opt_state)
+    return dict(restored["progress"])
+
+
+def load_model_weights(workdir: str, model, which: str = "best") -> dict:
+    """Load the best (or latest) weights of a run into `model`; return that step's progress."""
+    folder = os.path.join(os.path.abspath(workdir), "checkpoints", which)
+    manager = ocp.CheckpointManager(folder, item_names=ITEMS,
+                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    step = manager.best_step() if which == "best" else manager.latest_step()
+    if step is None and which == "best":
+        step = manager.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {folder}")
+    progress = restore(manager, step, model)
+    manager.close()
+    return progress

@@ -1,0 +1,31 @@
+"""Training-curve plot from the per-epoch history."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(history: list[dict], path: str) -> None:
+    if not history:
+        return
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
+    ax1.plot(epochs, [h["val_log_loss"] for h in history], "o-", label="val log loss")
+    ax1.set_xlabel("epoch")
+    ax1.legend()
+    ax1.set_title("Loss")
+    for key, label in (("train_accuracy", "train accuracy"), ("val_accuracy", "val accuracy"),
+                       ("val_balanced_accuracy", "val balanced accuracy"),
+                       ("val_macro_auc", "val macro AUC")):
+        ax2.plot(epochs, [h[key] for h in history], "o-", label=label)
+    ax2.set_ylim(0, 1)
+    ax2.set_xlabel("epoch")
+    ax2.legend(fontsize=8)
+    ax2.set_title("Metrics")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

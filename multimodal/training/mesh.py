@@ -1,0 +1,49 @@
+"""Data parallelism the modern way: one `jax.jit` over a device `Mesh` with a `data` axis.
+
+Parameters and optimizer state are replicated (`P()`), batches are split over
+`data` (`P('data')`); XLA inserts the gradient all-reduce that `pmap` +
+`lax.pmean` used to spell out, and BatchNorm statistics are computed over the
+global batch. Multi-host: call `init_distributed()` first on every host; each
+host then feeds only its own slice of every global batch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def init_distributed() -> None:
+    """Join a multi-host run when the launcher says so (JAX_COORDINATOR_ADDRESS etc.)."""
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") and jax.process_count() == 1:
+        jax.distributed.initialize()
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+    devices = jax.devices()[: num_devices or len(jax.devices())]
+    return Mesh(np.array(devices), ("data",))
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P("data"))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+    """Host-local numpy batch -> global arrays split over `data` (strings stay on host)."""
+    sharding = data_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+            for k, v in batch.items() if k != "image_id"}
+
+
+def check_batch_size(global_batch: int, mesh: Mesh) -> None:
+    n = mesh.devices.size
+    if global_batch % n or global_batch % jax.process_count():
+        raise ValueError(f"batch size {global_batch} must divide evenly over {n} devices "
+                         f"and {jax.process_count()} hosts")

@@ -1,0 +1,204 @@
+"""The train loop: one jitted step over a device mesh, Orbax checkpoints, early stopping."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from multimodal.config import Config
+from multimodal.data import pipeline
+from multimodal.models import build_model
+from multimodal.training import losses, mesh as mesh_lib
+from multimodal.training.checkpoint import RunCheckpoints, write_run_files
+from multimodal.training.curves import plot_curves
+from multimodal.training.inputs import build_inputs, example_loader
+from multimodal.training.metrics import classification_metrics, softmax
+from multimodal.training.optim import make_optimizer
+
+
+class LossSpec(NamedTuple):
+    """The static (hashable) part of the loss, a jit static argument."""
+    kind: str
+    label_smoothing: float
+    gamma: float
+
+    @classmethod
+    def of(cls, cfg: Config) -> LossSpec:
+        return cls(cfg.train.loss, cfg.train.label_smoothing, cfg.train.focal_gamma)
+
+
+def loss_fn(spec: LossSpec, logits, batch, class_w):
+    kwargs = dict(weights=class_w, example_mask=batch.get("mask"),
+                  label_smoothing=spec.label_smoothing)
+    if spec.kind == "focal":
+        return losses.focal(logits, batch["label"], gamma=spec.gamma, **kwargs)
+    return losses.cross_entropy(logits, batch["label"], **kwargs)
+
+
+@partial(nnx.jit, static_argnums=0)
+def train_step(spec: LossSpec, model, optimizer, batch, key, class_w):
+    step_key = jax.random.fold_in(key, optimizer.step[...])
+
+    def compute(model):
+        # Dropout keys derive from (seed, step): a resumed run draws the same ones.
+        rngs = nnx.Rngs(dropout=step_key)
+        logits = model(batch["image"], batch["metadata"], batch["metadata_mask"], rngs=rngs)
+        return loss_fn(spec, logits, batch, class_w), logits
+
+    (loss, logits), grads = nnx.value_and_grad(compute, has_aux=True)(model)
+    optimizer.update(model, grads, value=loss)
+    accuracy = (logits.argmax(-1) == batch["label"]).mean()
+    return loss, accuracy
+
+
+@nnx.jit
+def predict_step(model, batch):
+    return model(batch["image"], batch["metadata"], batch["metadata_mask"])
+
+
+def predict(model, dataset, mesh) -> tuple[np.ndarray, list[str]]:
+    """Logits and image ids of every real (unpadded) example, in dataset order."""
+    model.eval()
+    logits, ids = [], []
+    for batch in dataset:
+        out = predict_step(model, mesh_lib.shard_batch(batch, mesh))
+        if jax.process_count() > 1:
+            out = multihost_utils.process_allgather(out, tiled=True)
+        keep = np.asarray(batch["mask"]) > 0
+        logits.append(np.asarray(out)[: len(keep)][keep] if jax.process_count() == 1
+                      else np.asarray(out))
+        ids += [i for i, k in zip(batch["image_id"], keep) if k]
+    model.train()
+    return np.concatenate(logits), ids
+
+
+def _sigterm_as_interrupt(*_):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | None = None,
+          show_progress: bool = True) -> dict:
+    """Train a config into `workdir`; return the final summary (also in summary.json)."""
+    mesh_lib.init_distributed()
+    if not resume and os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise FileExistsError(f"{workdir} already holds a run: pass --resume to continue it, "
+                              "or choose another --workdir")
+    inputs = build_inputs(cfg, workdir)
+    write_run_files(workdir, cfg.to_dict(), inputs.classes, inputs.encoder, inputs.normalizer)
+    mesh = mesh_lib.make_mesh(num_devices)
+    mesh_lib.check_batch_size(cfg.data.batch_size, mesh)
+    n_classes = len(inputs.classes)
+
+    labels = inputs.labels("train")
+    plan, steps_per_epoch = pipeline.training_plan(
+        labels, n_classes, cfg.train.epochs, cfg.data.batch_size, cfg.train.seed,
+        cfg.data.balance_alpha, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    total_steps = steps_per_epoch * cfg.train.epochs
+    if cfg.train.max_steps:
+        total_steps = min(total_steps, cfg.train.max_steps)
+    local_batch = cfg.data.batch_size // jax.process_count()
+    train_data = pipeline.train_dataset(example_loader(cfg, inputs, "train", True), plan,
+                                        local_batch, cfg.data.workers)
+    val_data = pipeline.eval_dataset(example_loader(cfg, inputs, "val", False),
+                                     cfg.data.batch_size, jax.process_index(),
+                                     jax.process_count(), cfg.data.workers)
+
+    model = build_model(cfg.model, cfg.modality, n_classes, inputs.encoder.dim, cfg.train.seed)
+    optimizer = nnx.Optimizer(model, make_optimizer(cfg.train, steps_per_epoch, total_steps),
+                              wrt=nnx.Param)
+    class_w = jnp.asarray(losses.class_weights(labels, n_classes) if cfg.train.class_weights
+                          else np.ones(n_classes, np.float32))
+    ckpt = RunCheckpoints(workdir, cfg.train.early_stop_metric, cfg.train.keep_best)
+    progress = (ckpt.restore_latest(model, optimizer) if resume else None) or {
+        "step": 0, "epoch": 0, "iterator": None, "best": -math.inf, "bad_epochs": 0,
+        "history": [], "stopped": None}
+    state = jax.device_put(nnx.state((model, optimizer)), mesh_lib.replicated(mesh))
+    nnx.update((model, optimizer), state)
+
+    iterator = iter(train_data)
+    if progress["iterator"]:
+        iterator.set_state(json.loads(progress["iterator"]))
+    key = jax.random.key(cfg.train.seed)
+    spec = LossSpec.of(cfg)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    bar = tqdm(total=total_steps, initial=progress["step"], unit="step", disable=not show_progress,
+               dynamic_ncols=True, desc=cfg.name)
+
+    def snapshot():
+        return {**progress, "iterator": json.dumps(iterator.get_state())}
+
+    try:
+        running, seen, t0 = [], 0, time.perf_counter()
+        while progress["step"] < total_steps and progress["stopped"] is None:
+            batch = next(iterator)
+            loss, acc = train_step(spec, model, optimizer, mesh_lib.shard_batch(batch, mesh),
+                                   key, class_w)
+            progress["step"] += 1
+            running.append((loss, acc))
+            seen += cfg.data.batch_size
+            if progress["step"] % cfg.train.log_every == 0 or progress["step"] == total_steps:
+                rate = seen / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{float(loss):.3f}", img_s=f"{rate:.0f}")
+            bar.update(1)
+            epoch_done = progress["step"] % steps_per_epoch == 0
+            if epoch_done or progress["step"] == total_steps:
+                progress["epoch"] = math.ceil(progress["step"] / steps_per_epoch)
+                logits, _ = predict(model, val_data, mesh)
+                val = classification_metrics(inputs.labels("val"), softmax(logits))
+                train_loss, train_acc = np.mean(jax.device_get(running), axis=0)
+                record = {"epoch": progress["epoch"], "step": progress["step"],
+                          "train_loss": float(train_loss), "train_accuracy": float(train_acc),
+                          **{f"val_{k}": v for k, v in val.items()},
+                          "images_per_s": seen / (time.perf_counter() - t0)}
+                progress["history"].append(record)
+                score = val[cfg.train.early_stop_metric]
+                if score > progress["best"]:
+                    progress["best"], progress["bad_epochs"] = score, 0
+                else:
+                    progress["bad_epochs"] += 1
+                if cfg.train.patience and progress["bad_epochs"] >= cfg.train.patience:
+                    progress["stopped"] = f"early stop at epoch {progress['epoch']}"
+                ckpt.save(progress["step"], model, optimizer, snapshot(),
+                          metrics={cfg.train.early_stop_metric: float(score)})
+                if jax.process_index() == 0:
+                    with open(metrics_path, "w") as f:  # the history is the truth on resume
+                        f.writelines(json.dumps(r) + "\n" for r in progress["history"])
+                    tqdm.write(f"epoch {record['epoch']}: loss {train_loss:.3f} "
+                               f"val balanced acc {val['balanced_accuracy']:.3f} "
+                               f"auc {val['macro_auc']:.3f}")
+                running, seen, t0 = [], 0, time.perf_counter()
+            elif cfg.train.checkpoint_every_steps and \
+                    progress["step"] % cfg.train.checkpoint_every_steps == 0:
+                ckpt.save(progress["step"], model, optimizer, snapshot())
+    except KeyboardInterrupt:
+        ckpt.save(progress["step"], model, optimizer, snapshot())
+        ckpt.wait()
+        print(f"\ninterrupted: saved step {progress['step']}; continue with --resume", flush=True)
+        raise
+    finally:
+        bar.close()
+        signal.signal(signal.SIGTERM, previous)
+        ckpt.wait()
+        ckpt.close()
+    summary = {"steps": progress["step"], "epochs": progress["epoch"], "best_" +
+               cfg.train.early_stop_metric: progress["best"], "stopped": progress["stopped"],
+               "last": progress["history"][-1] if progress["history"] else None}
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        plot_curves(progress["history"], os.path.join(workdir, "curves.png"))
+    return summary

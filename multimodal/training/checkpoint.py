@@ -11,6 +11,7 @@ a crash mid-save leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -115,11 +116,17 @@ def restore(manager, step: int, model, optimizer=None) -> dict:
     return dict(restored["progress"])
 
 
-def load_model_weights(workdir: str, model, which: str = "best") -> dict:
-    """Load the best (or latest) weights of a run into `model`; return that step's progress."""
+def load_model_weights(workdir: str, model, which: str = "best",
+                       metric: str = "balanced_accuracy") -> dict:
+    """Load the best (by `metric`) or latest weights of a run into `model`; return its progress."""
+    if which not in ("best", "latest"):
+        raise ValueError(f"which must be 'best' or 'latest', not {which!r}")
     folder = os.path.join(os.path.abspath(workdir), "checkpoints", which)
-    manager = ocp.CheckpointManager(folder, item_names=ITEMS,
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"no checkpoints in {folder}")
+    logging.getLogger("absl").setLevel(logging.ERROR)  # read-only notices are expected here
+    manager = ocp.CheckpointManager(folder, item_names=ITEMS, options=ocp.CheckpointManagerOptions(
+        read_only=True, best_fn=lambda m: m[metric], best_mode="max"))
     step = manager.best_step() if which == "best" else manager.latest_step()
     if step is None and which == "best":
         step = manager.latest_step()

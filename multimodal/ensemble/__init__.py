@@ -1,0 +1,1 @@
+"""Ensembles over predictions (stacking, weighted late fusion): see the stacking issue."""

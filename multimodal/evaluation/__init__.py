@@ -1,0 +1,1 @@
+"""Evaluation of predictions: metrics with group-bootstrap intervals, plots, subgroups, reports."""

@@ -84,6 +84,30 @@ def predict(model, dataset, mesh) -> tuple[np.ndarray, list[str]]:
     return np.concatenate(logits), ids
 
 
+def end_epoch(cfg, model, val_data, mesh, val_labels, progress, running, rate,
+              steps_per_epoch) -> dict:
+    """Validate, record the epoch in `progress` and apply early stopping."""
+    progress["epoch"] = math.ceil(progress["step"] / steps_per_epoch)
+    logits, _ = predict(model, val_data, mesh)
+    val = classification_metrics(val_labels, softmax(logits))
+    sums = np.asarray(jax.device_get(running), np.float64)
+    record = {"epoch": progress["epoch"], "step": progress["step"],
+              "train_loss": float(sums[0] / max(sums[2], 1)),
+              "train_accuracy": float(sums[1] / max(sums[2], 1)),
+              **{f"val_{k}": v for k, v in val.items()}, "images_per_s": rate}
+    progress["history"].append(record)
+    score = val[cfg.train.early_stop_metric]
+    if score > progress["best"]:
+        progress["best"], progress["bad_epochs"] = score, 0
+    else:
+        progress["bad_epochs"] += 1
+    if cfg.train.patience and progress["bad_epochs"] >= cfg.train.patience:
+        progress["stopped"] = f"early stop at epoch {progress['epoch']}"
+    tqdm.write(f"epoch {record['epoch']}: loss {record['train_loss']:.3f}, val balanced acc "
+               f"{val['balanced_accuracy']:.3f}, val AUC {val['macro_auc']:.3f}")
+    return record
+
+
 def _sigterm_as_interrupt(*_):
     raise KeyboardInterrupt("SIGTERM")
 
@@ -124,7 +148,7 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
     ckpt = RunCheckpoints(workdir, cfg.train.early_stop_metric, cfg.train.keep_best)
     progress = (ckpt.restore_latest(model, optimizer) if resume else None) or {
         "step": 0, "epoch": 0, "iterator": None, "best": -math.inf, "bad_epochs": 0,
-        "history": [], "stopped": None}
+        "history": [], "stopped": None, "running": [0.0, 0.0, 0.0]}
     state = jax.device_put(nnx.state((model, optimizer)), mesh_lib.replicated(mesh))
     nnx.update((model, optimizer), state)
 
@@ -138,49 +162,37 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
     bar = tqdm(total=total_steps, initial=progress["step"], unit="step", disable=not show_progress,
                dynamic_ncols=True, desc=cfg.name)
 
+    # Epoch sums of loss/accuracy/steps stay on device and go into checkpoints, so a
+    # resumed epoch reports the same training loss as an uninterrupted one.
+    running = jnp.asarray(progress["running"], jnp.float32)
+
     def snapshot():
-        return {**progress, "iterator": json.dumps(iterator.get_state())}
+        return {**progress, "iterator": json.dumps(iterator.get_state()),
+                "running": [float(x) for x in jax.device_get(running)]}
 
     try:
-        running, seen, t0 = [], 0, time.perf_counter()
+        seen, t0 = 0, time.perf_counter()
         while progress["step"] < total_steps and progress["stopped"] is None:
             batch = next(iterator)
             loss, acc = train_step(spec, model, optimizer, mesh_lib.shard_batch(batch, mesh),
                                    key, class_w)
             progress["step"] += 1
-            running.append((loss, acc))
+            running = running + jnp.stack([loss, acc, 1.0])
             seen += cfg.data.batch_size
-            if progress["step"] % cfg.train.log_every == 0 or progress["step"] == total_steps:
-                rate = seen / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{float(loss):.3f}", img_s=f"{rate:.0f}")
+            if progress["step"] % cfg.train.log_every == 0:
+                bar.set_postfix(loss=f"{float(loss):.3f}",
+                                img_s=f"{seen / (time.perf_counter() - t0):.0f}")
             bar.update(1)
-            epoch_done = progress["step"] % steps_per_epoch == 0
-            if epoch_done or progress["step"] == total_steps:
-                progress["epoch"] = math.ceil(progress["step"] / steps_per_epoch)
-                logits, _ = predict(model, val_data, mesh)
-                val = classification_metrics(inputs.labels("val"), softmax(logits))
-                train_loss, train_acc = np.mean(jax.device_get(running), axis=0)
-                record = {"epoch": progress["epoch"], "step": progress["step"],
-                          "train_loss": float(train_loss), "train_accuracy": float(train_acc),
-                          **{f"val_{k}": v for k, v in val.items()},
-                          "images_per_s": seen / (time.perf_counter() - t0)}
-                progress["history"].append(record)
-                score = val[cfg.train.early_stop_metric]
-                if score > progress["best"]:
-                    progress["best"], progress["bad_epochs"] = score, 0
-                else:
-                    progress["bad_epochs"] += 1
-                if cfg.train.patience and progress["bad_epochs"] >= cfg.train.patience:
-                    progress["stopped"] = f"early stop at epoch {progress['epoch']}"
+            if progress["step"] % steps_per_epoch == 0 or progress["step"] == total_steps:
+                record = end_epoch(cfg, model, val_data, mesh, inputs.labels("val"), progress,
+                                   running, seen / (time.perf_counter() - t0), steps_per_epoch)
+                running, seen, t0 = jnp.zeros(3), 0, time.perf_counter()
+                metric = cfg.train.early_stop_metric
                 ckpt.save(progress["step"], model, optimizer, snapshot(),
-                          metrics={cfg.train.early_stop_metric: float(score)})
+                          metrics={metric: float(record[f"val_{metric}"])})
                 if jax.process_index() == 0:
                     with open(metrics_path, "w") as f:  # the history is the truth on resume
                         f.writelines(json.dumps(r) + "\n" for r in progress["history"])
-                    tqdm.write(f"epoch {record['epoch']}: loss {train_loss:.3f} "
-                               f"val balanced acc {val['balanced_accuracy']:.3f} "
-                               f"auc {val['macro_auc']:.3f}")
-                running, seen, t0 = [], 0, time.perf_counter()
             elif cfg.train.checkpoint_every_steps and \
                     progress["step"] % cfg.train.checkpoint_every_steps == 0:
                 ckpt.save(progress["step"], model, optimizer, snapshot())

@@ -1,0 +1,102 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from multimodal.models import ENCODERS, Classifier, create_encoder
+from multimodal.models.fusion import FUSIONS
+
+META_DIM = 6
+
+
+def _batch(n=8, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return (jnp.asarray(rng.normal(size=(n, size, size, 3)), jnp.float32),
+            jnp.asarray(rng.normal(size=(n, META_DIM)), jnp.float32),
+            jnp.ones((n,), jnp.float32),
+            jnp.asarray(np.arange(n) % 3, jnp.int32))
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS) or ["small_cnn"])
+def test_encoder_shapes(name):
+    enc = create_encoder(name, rngs=nnx.Rngs(0))
+    enc.eval()
+    out = enc(jnp.zeros((2, 32, 32, 3)))
+    assert out.shape == (2, enc.embed_dim)
+
+
+def test_encoder_registry_lists_the_small_cnns_and_rejects_unknown():
+    create_encoder("small_cnn", rngs=nnx.Rngs(0))
+    assert {"small_cnn", "small_cnn_bn"} <= set(ENCODERS)
+    with pytest.raises(ValueError, match="unknown encoder 'resnet999'"):
+        create_encoder("resnet999", rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("modality,fusion", [("image", "concat"), ("meta", "concat")] +
+                         [("image+meta", f) for f in FUSIONS])
+def test_classifier_shapes(modality, fusion):
+    model = Classifier(3, modality, meta_dim=META_DIM, fusion=fusion, rngs=nnx.Rngs(0),
+                       encoder_options={"dense": 16, "widths": (8, 16)})
+    image, meta, mask, _ = _batch()
+    model.eval()
+    assert model(image, meta, mask).shape == (8, 3)
+
+
+def _fit(model, steps=40):
+    image, meta, mask, labels = _batch()
+    opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, opt, key):
+        def loss(model):
+            logits = model(image, meta, mask, rngs=nnx.Rngs(dropout=key))
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        value, grads = nnx.value_and_grad(loss)(model)
+        opt.update(model, grads)
+        return value
+
+    losses = [float(step(model, opt, jax.random.key(i))) for i in range(steps)]
+    return losses
+
+
+@pytest.mark.parametrize("encoder,modality,fusion", [
+    ("small_cnn", "meta", "concat"),
+    *[(e, "image", "concat") for e in ("small_cnn", "small_cnn_bn")],
+    *[(e, "image+meta", f) for e in ("small_cnn", "small_cnn_bn") for f in FUSIONS]])
+def test_loss_goes_down_on_a_tiny_batch(encoder, modality, fusion):
+    model = Classifier(3, modality, meta_dim=META_DIM, encoder=encoder, fusion=fusion,
+                       dropout=0.0, rngs=nnx.Rngs(0), encoder_options={"dropout": 0.0})
+    losses = _fit(model)
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_modality_dropout_hides_metadata_only_in_training():
+    model = Classifier(3, "image+meta", meta_dim=META_DIM, modality_dropout=1.0, rngs=nnx.Rngs(0))
+    image, meta, mask, _ = _batch()
+    model.eval()
+    with_meta = model(image, meta, mask)
+    without = model(image, meta, jnp.zeros_like(mask))
+    assert not np.allclose(with_meta, without)
+    model.train()
+    rngs = nnx.Rngs(dropout=0)
+    hidden = model.modality_dropout(mask, rngs=rngs)
+    assert float(hidden.sum()) == 0.0
+    with pytest.raises(ValueError, match="needs rngs"):
+        model.modality_dropout(mask)
+
+
+def test_metadata_is_ignored_when_masked():
+    model = Classifier(3, "image+meta", meta_dim=META_DIM, rngs=nnx.Rngs(0))
+    model.eval()
+    image, meta, _, _ = _batch()
+    zero = jnp.zeros((8,))
+    np.testing.assert_allclose(model(image, meta, zero), model(image, meta * 100, zero), atol=1e-5)
+
+
+def test_bad_model_arguments():
+    with pytest.raises(ValueError, match="modality"):
+        Classifier(3, "text", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="needs metadata"):
+        Classifier(3, "meta", meta_dim=0, rngs=nnx.Rngs(0))

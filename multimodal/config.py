@@ -47,6 +47,7 @@ class DataConfig:
     augment_classes: list | None = None  # augment only these classes; None = all
     normalize: str = "dataset"  # dataset | imagenet | minus1_1
     balance_alpha: float = 0.0  # sampling weight n_c^-alpha: 0 natural, 1 balanced
+    resample: str | None = None  # random | smote | adasyn: synthetic training images
     batch_size: int = 32
     workers: int = 0  # grain worker processes; 0 = in-process
 
@@ -102,6 +103,7 @@ CHOICES = {
     "data.verify": ("decode", "exists", "none"),
     "data.split_by": ("group", "image"),
     "data.normalize": ("dataset", "imagenet", "minus1_1"),
+    "data.resample": (None, "random", "smote", "adasyn"),
     "model.fusion": ("concat", "film", "logit"),
     "model.dtype": ("float32", "bfloat16"),
     "train.optimizer": ("adam", "adamw", "sgd", "rmsprop", "nadam"),

@@ -156,3 +156,20 @@ def test_dataset_normaliser_centres_the_training_images(prepared):
     assert np.abs(pixels.reshape(-1, 3).mean(0)).max() < 1e-3
     assert np.abs(pixels.reshape(-1, 3).std(0) - 1).max() < 1e-3
     assert pipeline.Normalizer.from_dict(norm.to_dict()) == norm
+
+
+@pytest.mark.parametrize("method", ["random", "smote", "adasyn"])
+def test_oversampling_small_images_balances_the_training_split(prepared, method):
+    from multimodal.data.resample import oversampled_source
+
+    _, _, out, manifest = prepared
+    source = prepare.open_split(out, "train")
+    before = np.bincount([source[i]["label"] for i in range(len(source))], minlength=7)
+    resampled = oversampled_source(source, manifest["metadata"], 16, method, seed=0)
+    after = np.bincount([resampled[i]["label"] for i in range(len(resampled))], minlength=7)
+    assert after.min() >= 0.8 * after.max() and before.min() < 0.3 * before.max()
+    frame = prepare.split_frame(resampled, manifest)
+    synthetic = frame["image_id"].str.startswith("synthetic_")
+    assert synthetic.sum() == len(resampled) - len(source)
+    assert frame.loc[synthetic, "age"].isna().all()  # no patient behind a synthetic image
+    assert pipeline.decode(resampled[len(resampled) - 1]["image"]).shape == (16, 16, 3)

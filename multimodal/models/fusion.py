@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from multimodal.models.layers import Linear
 from multimodal.models.registry import create_encoder
 
 MODALITIES = ("image", "meta", "image+meta")
@@ -31,7 +32,7 @@ class MetadataMLP(nnx.Module):
 
     def __init__(self, meta_dim, hidden=(64, 64), dropout=0.1, *, dtype=jnp.float32, rngs):
         dims = (meta_dim + 1, *hidden)
-        self.layers = nnx.List([nnx.Linear(a, b, dtype=dtype, rngs=rngs)
+        self.layers = nnx.List([Linear(a, b, dtype=dtype, rngs=rngs)
                                 for a, b in zip(dims[:-1], dims[1:])])
         self.dropout = nnx.Dropout(dropout)
         self.embed_dim = dims[-1]
@@ -82,16 +83,16 @@ class Classifier(nnx.Module):
         img_dim = self.encoder.embed_dim if uses_image else 0
         meta_emb = self.meta.embed_dim if uses_meta else 0
         if modality == "image+meta" and fusion == "film":
-            self.film = nnx.Linear(meta_emb, 2 * img_dim, dtype=dtype, rngs=rngs,
+            self.film = Linear(meta_emb, 2 * img_dim, dtype=dtype, rngs=rngs,
                                    kernel_init=nnx.initializers.zeros)  # starts as identity
             head_in = img_dim
         elif modality == "image+meta" and fusion == "logit":
-            self.meta_head = nnx.Linear(meta_emb, num_classes, dtype=dtype, rngs=rngs)
+            self.meta_head = Linear(meta_emb, num_classes, dtype=dtype, rngs=rngs)
             self.meta_weight = nnx.Param(jnp.zeros(()))  # sigmoid(0) = 0.5
             head_in = img_dim
         else:
             head_in = img_dim + meta_emb
-        self.head = nnx.Linear(head_in, num_classes, dtype=dtype, rngs=rngs)
+        self.head = Linear(head_in, num_classes, dtype=dtype, rngs=rngs)
 
     def embed(self, image, metadata, metadata_mask, *, rngs=None):
         """Pre-head features (what stacking and feature caches use)."""

@@ -20,8 +20,14 @@ def register_encoder(name: str):
     return wrap
 
 
+def _register_families() -> None:
+    """Import every family module once; each registers its encoders."""
+    from multimodal.models import (efficientnet_lite, inception, resnet,  # noqa: F401
+                                   small_cnn, vgg, xception)
+
+
 def create_encoder(name: str, **kwargs):
-    import multimodal.models.small_cnn  # noqa: F401 - registers the families
+    _register_families()
 
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; known: {sorted(ENCODERS)}")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
+from multimodal.models.layers import Conv, Linear
 from multimodal.models.registry import register_encoder
 
 
 class ConvBlock(nnx.Module):
     def __init__(self, cin, cout, *, batch_norm, dtype, rngs):
-        self.conv = nnx.Conv(cin, cout, (3, 3), use_bias=not batch_norm, dtype=dtype, rngs=rngs)
+        self.conv = Conv(cin, cout, (3, 3), use_bias=not batch_norm, dtype=dtype, rngs=rngs)
         self.norm = nnx.BatchNorm(cout, momentum=0.9, dtype=dtype, rngs=rngs) if batch_norm else None
 
     def __call__(self, x):
@@ -31,7 +32,7 @@ class SmallCNN(nnx.Module):
         chans = (3, *widths)
         self.blocks = nnx.List([ConvBlock(a, b, batch_norm=batch_norm, dtype=dtype, rngs=rngs)
                                 for a, b in zip(chans[:-1], chans[1:])])
-        self.dense = nnx.Linear(widths[-1], dense, dtype=dtype, rngs=rngs)
+        self.dense = Linear(widths[-1], dense, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(dropout)
         self.embed_dim = dense
 

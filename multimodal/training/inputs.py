@@ -13,6 +13,7 @@ from multimodal.data import pipeline, prepare
 from multimodal.data.augment import OPS, parse_ops
 from multimodal.data.build import load_table, resolve_split
 from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.resample import oversampled_source
 
 
 @dataclasses.dataclass
@@ -62,6 +63,11 @@ def build_inputs(cfg: Config, workdir: str, encoder=None, normalizer=None) -> In
     frames = {name: prepare.split_frame(src, manifest) for name, src in sources.items()}
     if encoder is None:
         encoder = MetadataEncoder(manifest["metadata"]).fit(frames["train"])
+    if cfg.data.resample and "train" in sources:  # after fitting: synthetic rows have no metadata
+        sources["train"] = oversampled_source(sources["train"], manifest["metadata"],
+                                              cfg.data.image_size, cfg.data.resample,
+                                              cfg.train.seed)
+        frames["train"] = prepare.split_frame(sources["train"], manifest)
     if normalizer is None:
         normalizer = pipeline.fit_normalizer(sources["train"], preprocessing_ops(cfg),
                                              cfg.data.image_size, cfg.data.normalize)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -91,6 +92,7 @@ def predict_split(run: LoadedRun, inputs: Inputs, split: str, tta: bool = False,
                   batch_size: int | None = None) -> pd.DataFrame:
     """One row per image: ids, true label, logits and probabilities per class."""
     mesh = mesh_lib.make_mesh()
+    nnx.update(run.model, jax.device_put(nnx.state(run.model), mesh_lib.replicated(mesh)))
     batch = batch_size or run.cfg.data.batch_size
     batch = max(mesh.devices.size, batch - batch % mesh.devices.size)
     data = pipeline.eval_dataset(example_loader(run.cfg, inputs, split, train=False), batch)

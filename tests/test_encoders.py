@@ -1,0 +1,82 @@
+"""Every encoder family: output shape at full width, and loss going down (narrow variants)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from multimodal.models import Classifier, create_encoder
+from multimodal.models.layers import DepthwiseConv
+
+# name -> (small options for fast tests, input size)
+FAMILIES = {
+    "resnet18": ({"width": 0.125}, 32),
+    "resnet50": ({"width": 0.125}, 32),
+    "resnet50v2": ({"width": 0.125}, 32),
+    "vgg16": ({"width": 0.125}, 32),
+    "vgg19": ({"width": 0.125}, 32),
+    "xception": ({"width": 0.0625, "middle_blocks": 1}, 48),
+    "inception_v3": ({"width": 0.0625}, 75),
+    "efficientnet_lite0": ({"width": 0.25, "depth": 0.5}, 32),
+    "efficientnet_lite1": ({"width": 0.25, "depth": 0.5}, 32),
+    "efficientnet_lite2": ({"width": 0.25, "depth": 0.5}, 32),
+}
+FULL_EMBED = {"resnet18": 512, "resnet50": 2048, "resnet50v2": 2048, "vgg16": 512, "vgg19": 512,
+              "xception": 2048, "inception_v3": 2048, "efficientnet_lite0": 1280,
+              "efficientnet_lite1": 1280, "efficientnet_lite2": 1280}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_full_size_output_shape(name):
+    size = FAMILIES[name][1]
+    enc = create_encoder(name, rngs=nnx.Rngs(0))
+    enc.eval()
+    out = jax.eval_shape(lambda x: enc(x), jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32))
+    assert out.shape == (2, FULL_EMBED[name]) and enc.embed_dim == FULL_EMBED[name]
+
+
+# one per family: Lite1/2 are Lite0's code with other multipliers
+@pytest.mark.parametrize("name", sorted(set(FAMILIES) - {"efficientnet_lite1", "efficientnet_lite2"}))
+def test_loss_goes_down_on_a_tiny_batch(name):
+    options, size = FAMILIES[name]
+    model = Classifier(3, "image", encoder=name, encoder_options={**options, "dropout": 0.0},
+                       dropout=0.0,
+                       rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.normal(size=(6, size, size, 3)), jnp.float32)
+    labels = jnp.asarray([0, 1, 2, 0, 1, 2])
+    opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+    zeros = jnp.zeros((6, 0))
+
+    @nnx.jit
+    def step(model, opt):
+        def loss(model):
+            logits = model(images, zeros, jnp.zeros(6))
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        value, grads = nnx.value_and_grad(loss)(model)
+        opt.update(model, grads)
+        return value
+
+    losses = [float(step(model, opt)) for _ in range(25)]
+    assert losses[-1] < 0.5 * losses[0], losses[::5]
+
+
+@pytest.mark.parametrize("stride,kernel,size", [(1, 3, 9), (2, 3, 10), (2, 5, 11), (1, 5, 8)])
+def test_shifted_depthwise_matches_grouped_convolution(stride, kernel, size):
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, size, size + 1, 6)), jnp.float32)
+    shift = DepthwiseConv(6, kernel, stride, impl="shift", rngs=nnx.Rngs(0))
+    grouped = DepthwiseConv(6, kernel, stride, impl="grouped", rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(shift(x), grouped(x), atol=1e-5)
+    # and both agree with nnx.Conv's TF-SAME grouped convolution
+    conv = nnx.Conv(6, 6, (kernel, kernel), (stride, stride), feature_group_count=6,
+                    use_bias=False, rngs=nnx.Rngs(1))
+    shift.kernel[...] = conv.kernel[...]
+    np.testing.assert_allclose(shift(x), conv(x), atol=1e-5)
+
+
+def test_inception_rejects_small_inputs():
+    enc = create_encoder("inception_v3", width=0.0625, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="75 px"):
+        enc(jnp.zeros((1, 64, 64, 3)))

@@ -48,6 +48,7 @@ class DataConfig:
     normalize: str = "dataset"  # dataset | imagenet | minus1_1
     balance_alpha: float = 0.0  # sampling weight n_c^-alpha: 0 natural, 1 balanced
     resample: str | None = None  # random | smote | adasyn: synthetic training images
+    oversample: dict | None = None  # per-class sampling factors, e.g. {mel: 2.0}
     batch_size: int = 32
     workers: int = 0  # grain worker processes; 0 = in-process
 
@@ -78,6 +79,9 @@ class TrainConfig:
     focal_gamma: float = 2.0
     class_weights: bool = False
     checkpoint_every_steps: int | None = None  # also save `latest` mid-epoch
+    freeze_encoder_epochs: int = 0  # stage 1: heads only, image encoder frozen
+    unfreeze_from: str | None = None  # stage 2 trains the encoder from this block, e.g. blocks.12
+    finetune_lr_scale: float = 0.1  # encoder learning rate relative to the heads' in stage 2
     early_stop_metric: str = "balanced_accuracy"
     patience: int | None = 5
     keep_best: int = 2

@@ -100,3 +100,47 @@ def test_bad_model_arguments():
         Classifier(3, "text", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="needs metadata"):
         Classifier(3, "meta", meta_dim=0, rngs=nnx.Rngs(0))
+
+
+def test_two_stage_fine_tuning_freezes_then_unfreezes_from_a_block():
+    from multimodal.config import TrainConfig
+    from multimodal.training.optim import make_optimizer
+
+    model = Classifier(3, "image", encoder="resnet18", encoder_options={"width": 0.125},
+                       dropout=0.0, rngs=nnx.Rngs(0))
+    cfg = TrainConfig(freeze_encoder_epochs=1, unfreeze_from="blocks.6", learning_rate=1e-2,
+                      warmup_epochs=0, schedule="constant", clip_norm=None)
+    opt = nnx.Optimizer(model, make_optimizer(cfg, steps_per_epoch=2, total_steps=4,
+                                              layer_order=model.encoder.layer_order), wrt=nnx.Param)
+    image, meta, mask, labels = _batch()
+
+    @nnx.jit
+    def step(model, opt):
+        def loss(model):
+            logits = model(image, meta, mask)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        opt.update(model, nnx.grad(loss)(model))
+
+    def snapshot():
+        return {name: np.array(getattr(model.encoder.blocks[i].conv1.kernel, "value"))
+                for i, name in ((0, "early"), (7, "late"))} | {"head": np.array(model.head.kernel.value)}
+
+    before = snapshot()
+    for _ in range(2):  # stage 1: heads only
+        step(model, opt)
+    stage1 = snapshot()
+    assert np.array_equal(stage1["early"], before["early"])
+    assert np.array_equal(stage1["late"], before["late"])
+    assert not np.array_equal(stage1["head"], before["head"])
+    for _ in range(2):  # stage 2: from blocks.6 on
+        step(model, opt)
+    stage2 = snapshot()
+    assert np.array_equal(stage2["early"], before["early"])
+    assert not np.array_equal(stage2["late"], stage1["late"])
+
+
+def test_unfreeze_from_names_a_real_layer():
+    from multimodal.training.freeze import parse_block
+
+    with pytest.raises(ValueError, match="'layers' is not one of"):
+        parse_block("layers.3", ("stem_conv", "blocks"))

@@ -46,3 +46,24 @@ def test_covid_chestxray_and_fitzpatrick_load():
                        image_dir="/nonexistent", verify="none")
     assert len(fitz) == 16577 and len(fitz.classes) == 114
     assert fitz.frame["fitzpatrick"].isna().sum() == 565
+
+
+def test_prepared_ham10000_reads_back_every_example_once_per_epoch(ham, tmp_path):
+    import numpy as np
+
+    from multimodal.data import pipeline, prepare
+    from multimodal.data.metadata import MetadataEncoder
+
+    split = splits.train_val_test(ham, seed=0)
+    manifest = prepare.prepare(ham, split, str(tmp_path), image_size=16)
+    assert sum(manifest["splits"].values()) == 10015
+    source = prepare.open_split(str(tmp_path), "train")
+    frame = prepare.split_frame(source, manifest)
+    assert sorted(frame["image_id"]) == sorted(split.loc[split["split"] == "train", "image_id"])
+    loader = pipeline.ExampleLoader(source, manifest["classes"],
+                                    MetadataEncoder(manifest["metadata"]).fit(frame),
+                                    manifest["metadata"], [], 16, pipeline.Normalizer(), True, 0)
+    labels = frame["label"].map({c: i for i, c in enumerate(manifest["classes"])}).to_numpy()
+    plan, steps = pipeline.training_plan(labels, 7, 1, 1, seed=0)
+    ids = [b["image_id"][0] for b in pipeline.train_dataset(loader, plan, 1, threads=2)]
+    assert len(ids) == len(set(ids)) == len(frame) == steps

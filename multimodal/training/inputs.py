@@ -6,6 +6,7 @@ import dataclasses
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from multimodal.config import Config, expand
@@ -79,4 +80,5 @@ def example_loader(cfg: Config, inputs: Inputs, split: str, train: bool) -> pipe
     return pipeline.ExampleLoader(
         inputs.sources[split], inputs.classes, inputs.encoder, inputs.manifest["metadata"], ops,
         cfg.data.image_size, inputs.normalizer, train=train, seed=cfg.train.seed,
-        augment_classes=cfg.data.augment_classes)
+        augment_classes=cfg.data.augment_classes,
+        image_dtype=jnp.bfloat16 if cfg.model.dtype == "bfloat16" else np.float32)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
+
+from multimodal.training.freeze import param_labels
 
 
 def schedule(cfg, steps_per_epoch: int, total_steps: int):
@@ -28,8 +31,35 @@ def decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(cfg, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(cfg, steps_per_epoch: int, total_steps: int,
+                   layer_order=None) -> optax.GradientTransformation:
+    """The configured optimiser; with two-stage fine-tuning, per-group learning rates.
+
+    `layer_order` is the image encoder's forward order (None without an encoder).
+    """
     lr = schedule(cfg, steps_per_epoch, total_steps)
+    parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
+    if cfg.freeze_encoder_epochs or cfg.unfreeze_from:
+        if layer_order is None:
+            raise ValueError("freeze_encoder_epochs / unfreeze_from need an image encoder")
+        frozen_steps = cfg.freeze_encoder_epochs * steps_per_epoch
+
+        def encoder_lr(step):
+            return jnp.where(step < frozen_steps, 0.0, cfg.finetune_lr_scale * lr(step))
+
+        parts.append(optax.multi_transform(
+            {"head": _core(cfg, lr), "encoder": _core(cfg, encoder_lr),
+             "frozen": optax.set_to_zero()},
+            lambda params: param_labels(params, layer_order, cfg.unfreeze_from)))
+    else:
+        parts.append(_core(cfg, lr))
+    if cfg.schedule == "plateau":  # halves the rate when the epoch's mean loss stalls
+        parts.append(optax.contrib.reduce_on_plateau(factor=0.5, patience=2,
+                                                     accumulation_size=steps_per_epoch))
+    return optax.chain(*parts)
+
+
+def _core(cfg, lr) -> optax.GradientTransformation:
     wd = cfg.weight_decay
     optimizers = {
         "adam": lambda: optax.adam(lr),
@@ -42,11 +72,4 @@ def make_optimizer(cfg, steps_per_epoch: int, total_steps: int) -> optax.Gradien
     }
     if cfg.optimizer not in optimizers:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; known: {sorted(optimizers)}")
-    parts = []
-    if cfg.clip_norm:
-        parts.append(optax.clip_by_global_norm(cfg.clip_norm))
-    parts.append(optimizers[cfg.optimizer]())
-    if cfg.schedule == "plateau":  # halves the rate when the epoch's mean loss stalls
-        parts.append(optax.contrib.reduce_on_plateau(factor=0.5, patience=2,
-                                                     accumulation_size=steps_per_epoch))
-    return optax.chain(*parts)
+    return optimizers[cfg.optimizer]()

@@ -108,6 +108,15 @@ def end_epoch(cfg, model, val_data, mesh, val_labels, progress, running, rate,
     return record
 
 
+def class_factors(cfg, classes) -> dict[int, float] | None:
+    if not cfg.data.oversample:
+        return None
+    unknown = sorted(set(cfg.data.oversample) - set(classes))
+    if unknown:
+        raise ValueError(f"data.oversample: {unknown} are not classes {list(classes)}")
+    return {classes.index(c): float(f) for c, f in cfg.data.oversample.items()}
+
+
 def _sigterm_as_interrupt(*_):
     raise KeyboardInterrupt("SIGTERM")
 
@@ -128,7 +137,8 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
     labels = inputs.labels("train")
     plan, steps_per_epoch = pipeline.training_plan(
         labels, n_classes, cfg.train.epochs, cfg.data.batch_size, cfg.train.seed,
-        cfg.data.balance_alpha, process_index=jax.process_index(),
+        cfg.data.balance_alpha, factors=class_factors(cfg, inputs.classes),
+        process_index=jax.process_index(),
         process_count=jax.process_count())
     total_steps = steps_per_epoch * cfg.train.epochs
     if cfg.train.max_steps:
@@ -141,8 +151,9 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
                                      jax.process_count(), cfg.data.workers)
 
     model = build_model(cfg.model, cfg.modality, n_classes, inputs.encoder.dim, cfg.train.seed)
-    optimizer = nnx.Optimizer(model, make_optimizer(cfg.train, steps_per_epoch, total_steps),
-                              wrt=nnx.Param)
+    layer_order = getattr(model.encoder, "layer_order", None) if model.encoder else None
+    optimizer = nnx.Optimizer(
+        model, make_optimizer(cfg.train, steps_per_epoch, total_steps, layer_order), wrt=nnx.Param)
     class_w = jnp.asarray(losses.class_weights(labels, n_classes) if cfg.train.class_weights
                           else np.ones(n_classes, np.float32))
     ckpt = RunCheckpoints(workdir, cfg.train.early_stop_metric, cfg.train.keep_best)

@@ -49,7 +49,6 @@ def test_covid_chestxray_and_fitzpatrick_load():
 
 
 def test_prepared_ham10000_reads_back_every_example_once_per_epoch(ham, tmp_path):
-    import numpy as np
 
     from multimodal.data import pipeline, prepare
     from multimodal.data.metadata import MetadataEncoder

@@ -101,7 +101,7 @@ class EfficientNetLite(nnx.Module):
         self.bn1 = _bn(1280, dtype, rngs)
         self.dropout = nnx.Dropout(default_dropout if dropout is None else dropout)
         self.embed_dim = 1280
-        self.layer_order = ("conv_stem", "bn0", "blocks", "conv_head", "bn1")  # forward order, for unfreeze_from
+        self.layer_order = ("conv_stem", "bn0", "blocks", "conv_head", "bn1")
 
     def features(self, x, upto: int | None = None):
         """Activations after the stem and the first `upto` blocks (all when None)."""

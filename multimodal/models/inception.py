@@ -125,7 +125,7 @@ class InceptionV3(nnx.Module):
         self.mixed = nnx.List(mixed)
         self.dropout = nnx.Dropout(dropout)
         self.embed_dim = cin
-        self.layer_order = ("stem1", "stem2", "mixed")  # forward order, for unfreeze_from
+        self.layer_order = ("stem1", "stem2", "mixed")
 
     def __call__(self, x, *, rngs=None):
         if min(x.shape[1:3]) < 75:

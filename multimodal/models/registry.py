@@ -1,7 +1,8 @@
 """Image encoders by name (timm-style): `create_encoder("resnet18", rngs=...)`.
 
 Every encoder is an `nnx.Module` with the constructor `(*, dtype, rngs, **options)`,
-an attribute `embed_dim`, and `__call__(images, *, rngs=None) -> [B, embed_dim]`.
+attributes `embed_dim` and `layer_order` (top-level layers in forward order, used
+by two-stage fine-tuning), and `__call__(images, *, rngs=None) -> [B, embed_dim]`.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class ResNet(nnx.Module):
         self.final_bn = _bn(cin, dtype, rngs) if preact else None
         self.dropout = nnx.Dropout(dropout)
         self.embed_dim = cin
-        self.layer_order = ("stem_conv", "stem_bn", "blocks", "final_bn")  # forward order, for unfreeze_from
+        self.layer_order = ("stem_conv", "stem_bn", "blocks", "final_bn")
 
     def __call__(self, x, *, rngs=None):
         x = self.stem_conv(x)

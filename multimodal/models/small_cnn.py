@@ -35,7 +35,7 @@ class SmallCNN(nnx.Module):
         self.dense = Linear(widths[-1], dense, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(dropout)
         self.embed_dim = dense
-        self.layer_order = ("blocks", "dense")  # forward order, for unfreeze_from
+        self.layer_order = ("blocks", "dense")
 
     def __call__(self, x, *, rngs=None):
         for block in self.blocks:

@@ -40,7 +40,7 @@ class VGG(nnx.Module):
         self.stages = nnx.List(stages)
         self.dropout = nnx.Dropout(dropout)
         self.embed_dim = cin
-        self.layer_order = ("stages",)  # forward order, for unfreeze_from
+        self.layer_order = ("stages",)
 
     def __call__(self, x, *, rngs=None):
         for stage in self.stages:

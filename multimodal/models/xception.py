@@ -89,7 +89,8 @@ class Xception(nnx.Module):
         self.sep4 = SepBN(c(1536), c(2048), dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(dropout)
         self.embed_dim = c(2048)
-        self.layer_order = ("conv1", "bn1", "conv2", "bn2", "entry", "middle", "exit", "sep3", "sep4")  # forward order, for unfreeze_from
+        self.layer_order = ("conv1", "bn1", "conv2", "bn2", "entry", "middle", "exit", "sep3",
+                            "sep4")
 
     def __call__(self, x, *, rngs=None):
         x = nnx.relu(self.bn1(self.conv1(x)))

@@ -82,6 +82,8 @@ class TrainConfig:
     freeze_encoder_epochs: int = 0  # stage 1: heads only, image encoder frozen
     unfreeze_from: str | None = None  # stage 2 trains the encoder from this block, e.g. blocks.12
     finetune_lr_scale: float = 0.1  # encoder learning rate relative to the heads' in stage 2
+    ema_decay: float | None = None  # validate and keep best checkpoints with averaged weights
+    tensorboard: bool = False  # also write TensorBoard event files to <workdir>/tensorboard
     early_stop_metric: str = "balanced_accuracy"
     patience: int | None = 5
     keep_best: int = 2

@@ -144,3 +144,27 @@ def test_unfreeze_from_names_a_real_layer():
 
     with pytest.raises(ValueError, match="'layers' is not one of"):
         parse_block("layers.3", ("stem_conv", "blocks"))
+
+
+def test_parameter_ema_lives_in_the_optimizer_and_swaps_in():
+    from multimodal.training.optim import ema_weights, param_ema, use_weights
+
+    model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    opt = nnx.Optimizer(model, optax.chain(optax.sgd(0.1), param_ema(0.5)), wrt=nnx.Param)
+    history = [np.array(model.kernel[...])]
+
+    @nnx.jit
+    def step(model, opt):
+        opt.update(model, nnx.grad(lambda m: (m(jnp.ones((1, 2))) ** 2).sum())(model))
+
+    for _ in range(3):
+        step(model, opt)
+        history.append(np.array(model.kernel[...]))
+    expected = history[0]
+    for w in history[1:]:
+        expected = 0.5 * expected + 0.5 * w
+    ema = ema_weights(opt)
+    np.testing.assert_allclose(ema["kernel"], expected, rtol=1e-6)
+    with use_weights(model, ema):
+        np.testing.assert_allclose(model.kernel[...], expected, rtol=1e-6)
+    np.testing.assert_allclose(model.kernel[...], history[-1])

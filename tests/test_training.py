@@ -90,3 +90,20 @@ def test_one_and_four_devices_agree(tmp_path):
     for key in ("train_loss", "val_log_loss", "val_macro_auc"):
         assert runs[1][key] == pytest.approx(runs[4][key], abs=2e-3), key
     assert runs[1]["val_accuracy"] == pytest.approx(runs[4]["val_accuracy"], abs=0.02)
+
+
+def test_ema_and_tensorboard_options(tmp_path):
+    run_script("train.py", *SMOKE, "--set", "train.ema_decay=0.9", "--set", "train.tensorboard=true",
+               "--workdir", str(tmp_path))
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert _history(tmp_path)[-1]["step"] == 3
+    # `best` holds the averaged weights, `latest` the raw ones (same step here)
+    from flax import nnx
+
+    from multimodal.training.predict import load_run
+
+    best, latest = load_run(str(tmp_path), "best"), load_run(str(tmp_path), "latest")
+    assert best.step == latest.step == 3
+    b = nnx.state(best.model, nnx.Param).to_pure_dict()["head"]["kernel"]
+    r = nnx.state(latest.model, nnx.Param).to_pure_dict()["head"]["kernel"]
+    assert not np.allclose(b, r)

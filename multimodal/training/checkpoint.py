@@ -21,6 +21,8 @@ import orbax.checkpoint as ocp
 import yaml
 from flax import nnx
 
+from multimodal.training.optim import use_weights
+
 ITEMS = ("model", "optimizer", "progress")
 
 
@@ -78,11 +80,16 @@ class RunCheckpoints:
             optimizer=ocp.args.StandardSave(nnx.state(optimizer).to_pure_dict()),
             progress=ocp.args.JsonSave(progress))
 
-    def save(self, step: int, model, optimizer, progress: dict, metrics: dict | None = None):
+    def save(self, step: int, model, optimizer, progress: dict, metrics: dict | None = None,
+             best_weights=None):
+        """Save `latest`; with metrics also a `best` candidate, holding `best_weights`
+        (the EMA parameters) as its model when given."""
         self.latest.save(step, args=self._args(model, optimizer, progress), force=True)
         if metrics is not None:
-            self.best.save(step, args=self._args(model, optimizer, progress), metrics=metrics,
-                           force=True)
+            with use_weights(model, best_weights):
+                args = self._args(model, optimizer, progress)
+                self.best.save(step, args=args, metrics=metrics, force=True)
+                self.best.wait_until_finished()  # the swap back must not race the async save
 
     def restore_latest(self, model, optimizer) -> dict | None:
         """Load the latest checkpoint into model and optimizer; return its progress."""

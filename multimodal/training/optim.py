@@ -1,12 +1,61 @@
-"""Optimisers and learning-rate schedules from a `TrainConfig` (all optax)."""
+"""Optimisers and learning-rate schedules from a `TrainConfig` (all optax), and weight EMA."""
 
 from __future__ import annotations
+
+import contextlib
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from flax import nnx
+
 from multimodal.training.freeze import param_labels
+
+
+class ParamEmaState(NamedTuple):
+    ema: Any
+
+
+def param_ema(decay: float) -> optax.GradientTransformation:
+    """Keeps an exponential moving average of the parameters in the optimiser state.
+
+    Placed last in the chain it sees the final updates; living in the optimiser
+    state, the average is checkpointed and resumed with it.
+    """
+    def init(params):
+        return ParamEmaState(jax.tree.map(lambda p: p, params))
+
+    def update(updates, state, params=None):
+        new = optax.apply_updates(params, updates)
+        ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, new)
+        return updates, ParamEmaState(ema)
+
+    return optax.GradientTransformation(init, update)
+
+
+def ema_weights(optimizer):
+    """The averaged parameters as a pure dict, or None without `train.ema_decay`."""
+    state = optimizer.opt_state[-1] if isinstance(optimizer.opt_state, tuple) else None
+    return state.ema.to_pure_dict() if isinstance(state, ParamEmaState) else None
+
+
+@contextlib.contextmanager
+def use_weights(model, weights):
+    """Temporarily load `weights` (pure dict of parameters) into `model`; no-op for None."""
+    if weights is None:
+        yield model
+        return
+    params = nnx.state(model, nnx.Param)
+    backup = params.to_pure_dict()
+    nnx.replace_by_pure_dict(params, weights)
+    nnx.update(model, params)
+    try:
+        yield model
+    finally:
+        nnx.replace_by_pure_dict(params, backup)
+        nnx.update(model, params)
 
 
 def schedule(cfg, steps_per_epoch: int, total_steps: int):
@@ -56,6 +105,8 @@ def make_optimizer(cfg, steps_per_epoch: int, total_steps: int,
     if cfg.schedule == "plateau":  # halves the rate when the epoch's mean loss stalls
         parts.append(optax.contrib.reduce_on_plateau(factor=0.5, patience=2,
                                                      accumulation_size=steps_per_epoch))
+    if cfg.ema_decay:
+        parts.append(param_ema(cfg.ema_decay))
     return optax.chain(*parts)
 
 

@@ -25,7 +25,8 @@ from multimodal.training.checkpoint import RunCheckpoints, write_run_files
 from multimodal.training.curves import plot_curves
 from multimodal.training.inputs import build_inputs, example_loader
 from multimodal.training.metrics import classification_metrics, softmax
-from multimodal.training.optim import make_optimizer
+from multimodal.training.logs import Board
+from multimodal.training.optim import ema_weights, make_optimizer, use_weights
 
 
 class LossSpec(NamedTuple):
@@ -85,10 +86,11 @@ def predict(model, dataset, mesh) -> tuple[np.ndarray, list[str]]:
 
 
 def end_epoch(cfg, model, val_data, mesh, val_labels, progress, running, rate,
-              steps_per_epoch) -> dict:
+              steps_per_epoch, ema=None) -> dict:
     """Validate, record the epoch in `progress` and apply early stopping."""
     progress["epoch"] = math.ceil(progress["step"] / steps_per_epoch)
-    logits, _ = predict(model, val_data, mesh)
+    with use_weights(model, ema):
+        logits, _ = predict(model, val_data, mesh)
     val = classification_metrics(val_labels, softmax(logits))
     sums = np.asarray(jax.device_get(running), np.float64)
     record = {"epoch": progress["epoch"], "step": progress["step"],
@@ -169,6 +171,7 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
     key = jax.random.key(cfg.train.seed)
     spec = LossSpec.of(cfg)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
+    board = Board(workdir if cfg.train.tensorboard and jax.process_index() == 0 else None)
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     bar = tqdm(total=total_steps, initial=progress["step"], unit="step", disable=not show_progress,
                dynamic_ncols=True, desc=cfg.name)
@@ -195,12 +198,14 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
                                 img_s=f"{seen / (time.perf_counter() - t0):.0f}")
             bar.update(1)
             if progress["step"] % steps_per_epoch == 0 or progress["step"] == total_steps:
+                ema = ema_weights(optimizer)
                 record = end_epoch(cfg, model, val_data, mesh, inputs.labels("val"), progress,
-                                   running, seen / (time.perf_counter() - t0), steps_per_epoch)
+                                   running, seen / (time.perf_counter() - t0), steps_per_epoch, ema)
                 running, seen, t0 = jnp.zeros(3), 0, time.perf_counter()
                 metric = cfg.train.early_stop_metric
                 ckpt.save(progress["step"], model, optimizer, snapshot(),
-                          metrics={metric: float(record[f"val_{metric}"])})
+                          metrics={metric: float(record[f"val_{metric}"])}, best_weights=ema)
+                board.write(record)
                 if jax.process_index() == 0:
                     with open(metrics_path, "w") as f:  # the history is the truth on resume
                         f.writelines(json.dumps(r) + "\n" for r in progress["history"])
@@ -214,6 +219,7 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
         raise
     finally:
         bar.close()
+        board.close()
         signal.signal(signal.SIGTERM, previous)
         ckpt.wait()
         ckpt.close()

@@ -73,7 +73,8 @@ def test_load_errors_name_the_tensor_and_shape():
     encoder = create_encoder("efficientnet_lite0", rngs=nnx.Rngs(0))
     weights = dict(lite_weights("lite0"))
     del weights["blocks.3.bn1.var"]
-    with pytest.raises(WeightError, match=r"missing tensor blocks.3.bn1.var \(expected shape \(144,\)\)"):
+    with pytest.raises(WeightError,
+                       match=r"missing tensor blocks.3.bn1.var \(expected shape \(144,\)\)"):
         load_weights(encoder, weights)
     load_weights(encoder, weights, allow_missing=("blocks.3.bn1",))  # explicit partial load
     weights["blocks.3.bn1.var"] = np.ones(7, np.float32)

@@ -16,8 +16,7 @@ import math
 import jax.numpy as jnp
 from flax import nnx
 
-from multimodal.models.layers import DepthwiseConv, same_padding
-from multimodal.models.layers import Conv
+from multimodal.models.layers import Conv, DepthwiseConv, same_padding
 from multimodal.models.registry import register_encoder
 
 # (kernel, stride, expand ratio, output filters, repeats) of EfficientNet-B0

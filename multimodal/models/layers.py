@@ -79,3 +79,15 @@ class DepthwiseConv(nnx.Module):
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y
+
+
+class ConvReLU(nnx.Module):
+    """3x3 convolution, optional BatchNorm, ReLU (the plain CNN building block)."""
+
+    def __init__(self, cin, cout, *, batch_norm, dtype, rngs):
+        self.conv = Conv(cin, cout, (3, 3), use_bias=not batch_norm, dtype=dtype, rngs=rngs)
+        self.norm = nnx.BatchNorm(cout, momentum=0.9, dtype=dtype, rngs=rngs) if batch_norm else None
+
+    def __call__(self, x):
+        x = self.conv(x)
+        return nnx.relu(self.norm(x) if self.norm is not None else x)

@@ -10,20 +10,15 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from multimodal.models.layers import Conv, Linear
+from multimodal.models.layers import ConvReLU, Linear
 from multimodal.models.registry import register_encoder
 
 
-class ConvBlock(nnx.Module):
-    def __init__(self, cin, cout, *, batch_norm, dtype, rngs):
-        self.conv = Conv(cin, cout, (3, 3), use_bias=not batch_norm, dtype=dtype, rngs=rngs)
-        self.norm = nnx.BatchNorm(cout, momentum=0.9, dtype=dtype, rngs=rngs) if batch_norm else None
+class ConvBlock(ConvReLU):
+    """Convolution, optional BatchNorm, ReLU, 2x2 max-pool."""
 
     def __call__(self, x):
-        x = self.conv(x)
-        if self.norm is not None:
-            x = self.norm(x)
-        return nnx.max_pool(nnx.relu(x), (2, 2), (2, 2))
+        return nnx.max_pool(super().__call__(x), (2, 2), (2, 2))
 
 
 class SmallCNN(nnx.Module):

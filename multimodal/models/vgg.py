@@ -10,20 +10,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from multimodal.models.layers import Conv
+from multimodal.models.layers import ConvReLU
 from multimodal.models.registry import register_encoder
 
 PLANS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
-
-
-class ConvReLU(nnx.Module):
-    def __init__(self, cin, cout, *, batch_norm, dtype, rngs):
-        self.conv = Conv(cin, cout, (3, 3), use_bias=not batch_norm, dtype=dtype, rngs=rngs)
-        self.norm = nnx.BatchNorm(cout, momentum=0.9, dtype=dtype, rngs=rngs) if batch_norm else None
-
-    def __call__(self, x):
-        x = self.conv(x)
-        return nnx.relu(self.norm(x) if self.norm is not None else x)
 
 
 class VGG(nnx.Module):

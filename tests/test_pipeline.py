@@ -173,3 +173,16 @@ def test_oversampling_small_images_balances_the_training_split(prepared, method)
     assert synthetic.sum() == len(resampled) - len(source)
     assert frame.loc[synthetic, "age"].isna().all()  # no patient behind a synthetic image
     assert pipeline.decode(resampled[len(resampled) - 1]["image"]).shape == (16, 16, 3)
+
+
+def test_worker_processes_deliver_the_same_batches(prepared):
+    _, _, out, manifest = prepared
+    loader, labels = _loader(out, manifest, ops=["flip_h", "rotate"])
+    plan, _ = pipeline.training_plan(labels, 7, epochs=1, global_batch=8, seed=2)
+    plan = plan[:48]
+    inline = list(pipeline.train_dataset(loader, plan, 8, workers=0))
+    parallel = list(pipeline.train_dataset(loader, plan, 8, workers=2))
+    assert len(inline) == len(parallel) == 6
+    for a, b in zip(inline, parallel):
+        np.testing.assert_array_equal(a["image"], b["image"])
+        assert list(a["image_id"]) == list(b["image_id"])

@@ -196,6 +196,10 @@ def _finish(dataset: grain.MapDataset, batch_size: int, workers: int, threads: i
     iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads,
                                                          prefetch_buffer_size=2 * batch_size))
     if workers > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; scripts don't parse them
+            flags.FLAGS.mark_as_parsed()
         iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     return iterable
 

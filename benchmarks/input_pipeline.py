@@ -5,8 +5,8 @@
 Both paths do the same work per image (decode, resize to `size` on the short side,
 random crop, flips, rotation, colour jitter, normalisation); the PIL loop reads the
 original JPEG files one by one in one process. Reports the median images/s of
-`--repeats` passes for the PIL loop, Grain with 1 worker thread in-process, and
-Grain with 1, 2 and all cores as worker processes.
+`--repeats` passes for the PIL loop, Grain in-process with 1 and all-cores threads,
+and Grain with 1, 2 and all cores as worker processes.
 """
 
 from __future__ import annotations
@@ -74,8 +74,9 @@ def main():
     t, _ = median_time(lambda: pil_loop(table.frame["image_path"], args.size, normalizer),
                        args.repeats)
     rows["PIL loop, 1 process"] = n / t
-    t, _ = median_time(lambda: grain_pass(loader, n, args.batch, 0, 1), args.repeats)
-    rows["Grain, in-process, 1 thread"] = n / t
+    for threads in sorted({1, cores}):
+        t, _ = median_time(lambda: grain_pass(loader, n, args.batch, 0, threads), args.repeats)
+        rows[f"Grain, in-process, {threads} thread(s)"] = n / t
     for workers in sorted({1, 2, cores}):
         t, _ = median_time(lambda: grain_pass(loader, n, args.batch, workers, 1), args.repeats)
         rows[f"Grain, {workers} worker process(es)"] = n / t

@@ -30,7 +30,8 @@ def jax_step_fn(name, batch, size, dtype):
 
     from multimodal.models import Classifier
 
-    model = Classifier(7, "image", encoder=name, dropout=0.0, rngs=nnx.Rngs(0),
+    model = Classifier(7, "image", encoder=name, encoder_options={"dropout": 0.0}, dropout=0.0,
+                       rngs=nnx.Rngs(0),
                        dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32)
     opt = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
     rng = np.random.default_rng(0)

@@ -186,3 +186,11 @@ def test_worker_processes_deliver_the_same_batches(prepared):
     for a, b in zip(inline, parallel):
         np.testing.assert_array_equal(a["image"], b["image"])
         assert list(a["image_id"]) == list(b["image_id"])
+
+
+def test_one_process_can_prepare_several_datasets(prepared, tmp_path):
+    table, split, _, _ = prepared
+    for name in ("a", "b"):
+        manifest = prepare.prepare(table, split, str(tmp_path / name), image_size=16)
+        assert manifest["status"] == "prepared"
+        assert len(prepare.open_split(str(tmp_path / name), "val")) == manifest["splits"]["val"]

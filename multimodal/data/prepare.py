@@ -136,7 +136,8 @@ def prepare(table: DatasetTable, split: pd.DataFrame, out_dir: str, image_size: 
 
     features = _features(table, encoding)
 
-    class Prepared(tfds.core.GeneratorBasedBuilder):
+    # Not registered by name: one process may prepare several datasets.
+    class Prepared(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         VERSION = tfds.core.Version(FORMAT_VERSION)
 
         def _info(self):

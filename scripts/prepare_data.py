@@ -33,14 +33,20 @@ def main(argv=None) -> int:
     from multimodal.data import prepare
     from multimodal.data.build import load_table, resolve_split
 
+    from multimodal.data import splits
+    from multimodal.data.splits import content_hashes
+
     table = load_table(cfg.data)
-    split = resolve_split(table, cfg.data, save_to=os.path.join(args.out, "split.csv"))
+    hashes = content_hashes(table.frame["image_path"])  # leak check and cache key share them
+    split = resolve_split(table, cfg.data, hashes=hashes)
     try:
         manifest = prepare.prepare(table, split, args.out, cfg.data.image_size,
-                                   encoding=args.encoding, overwrite=args.overwrite)
+                                   encoding=args.encoding, overwrite=args.overwrite,
+                                   hashes=hashes)
     except prepare.PreparedMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    splits.save_split(split, os.path.join(args.out, "split.csv"))  # after: --overwrite clears the folder
     if manifest["status"] == "unchanged":
         print(f"{args.out} is up to date (inputs sha256 {manifest['inputs_sha256'][:12]}): "
               "nothing to do")

@@ -23,7 +23,8 @@ UNKNOWN = "unknown"
 _MISSING_TEXT = {"", "unknown", "nan", "none"}
 
 
-def _is_missing_category(value) -> bool:
+def is_missing(value) -> bool:
+    """None, NaN and the texts "", "unknown", "nan", "none" (any case) count as missing."""
     return value is None or (isinstance(value, float) and np.isnan(value)) or str(
         value
     ).strip().lower() in _MISSING_TEXT
@@ -46,7 +47,7 @@ class MetadataEncoder:
                 raise KeyError(f"metadata column {name!r} not in the table")
             col = frame[name]
             if kind == "categorical":
-                seen = sorted({str(v).strip() for v in col if not _is_missing_category(v)})
+                seen = sorted({str(v).strip() for v in col if not is_missing(v)})
                 stats[name] = {"categories": seen}
             else:
                 values = pd.to_numeric(col, errors="coerce").to_numpy(float)
@@ -96,7 +97,7 @@ class MetadataEncoder:
                 lookup = {c: i for i, c in enumerate(cats)}
                 block = np.zeros((n, len(cats) + 1), np.float32)
                 idx = [
-                    len(cats) if _is_missing_category(v) else lookup.get(str(v).strip(), len(cats))
+                    len(cats) if is_missing(v) else lookup.get(str(v).strip(), len(cats))
                     for v in col
                 ]
                 block[np.arange(n), idx] = 1.0

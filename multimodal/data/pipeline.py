@@ -24,7 +24,8 @@ import pandas as pd
 from PIL import Image
 
 from multimodal.data.augment import apply_ops, parse_ops
-from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.metadata import MetadataEncoder, is_missing
+from multimodal.data.prepare import record_metadata
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -95,12 +96,6 @@ def fit_normalizer(source, ops, image_size: int, kind: str, limit: int = 2000) -
     return Normalizer(tuple(map(float, mean)), tuple(map(float, std)), "dataset")
 
 
-def _observed(value) -> bool:
-    if value is None or value == "unknown":
-        return False
-    return not (isinstance(value, float) and math.isnan(value))
-
-
 class ExampleLoader:
     """Turns (global position, record index) into one model-ready example."""
 
@@ -116,28 +111,20 @@ class ExampleLoader:
                                {self.classes.index(c) for c in augment_classes})
 
         # Metadata is encoded once per split, not per example: pandas per row is slow.
-        rows = [self.metadata_row(source[i]) for i in range(len(source))]
-        frame = pd.DataFrame(rows, columns=list(self.metadata_kinds))
-        self.metadata = encoder.transform(frame)
-        self.observed = np.array([any(_observed(v) for v in r.values()) for r in rows],
+        rows = [record_metadata(source[i], self.metadata_kinds) for i in range(len(source))]
+        self.metadata = encoder.transform(pd.DataFrame(rows, columns=list(self.metadata_kinds)))
+        self.observed = np.array([not all(is_missing(v) for v in r.values()) for r in rows],
                                  np.float32)
-
-    def metadata_row(self, record) -> dict:
-        row = {}
-        for name, kind in self.metadata_kinds.items():
-            value = record[f"meta_{name}"]
-            row[name] = (value.decode() or None) if kind == "categorical" else float(value)
-        return row
 
     def __call__(self, item) -> dict:
         position, index = int(item[0]), int(item[1])
-        record = self.source[min(index, len(self.source) - 1)]
+        row = min(index, len(self.source) - 1)  # padding repeats the last record
+        record = self.source[row]
         rng = np.random.default_rng([self.seed, position]) if self.train else None
         augment = self.train and (self.augment_labels is None or
                                   record["label"] in self.augment_labels)
         image = apply_ops(decode(record["image"]), self.ops, rng, train=augment)
         image = self.normalizer(crop(image, self.image_size, rng))
-        row = min(index, len(self.source) - 1)
         return {
             "image": image.astype(self.image_dtype),
             "metadata": self.metadata[row],

@@ -104,13 +104,17 @@ def _record(row, table: DatasetTable, size: int, encoding: str) -> dict:
 
 def prepare(table: DatasetTable, split: pd.DataFrame, out_dir: str, image_size: int = 224,
             column: str = "split", encoding: str = "jpeg", overwrite: bool = False,
-            workers: int = 8) -> dict:
-    """Write one ArrayRecord split per value of `split[column]`; return the manifest."""
+            workers: int = 8, hashes: list[str] | None = None) -> dict:
+    """Write one ArrayRecord split per value of `split[column]`; return the manifest.
+
+    `hashes`: the images' sha256 in table order, when the caller has them already
+    (the leak check computes the same ones).
+    """
     if encoding not in ("jpeg", "png"):
         raise ValueError(f"encoding must be 'jpeg' or 'png', not {encoding!r}")
     tfds = _tfds()
     settings = {"image_size": image_size, "encoding": encoding, "column": column}
-    digest = inputs_hash(table, split, column, settings)
+    digest = inputs_hash(table, split, column, settings, hashes)
     manifest_path = os.path.join(out_dir, MANIFEST)
     if os.path.exists(manifest_path):
         with open(manifest_path) as f:
@@ -185,15 +189,21 @@ def open_split(out_dir: str, split: str):
     return builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
 
 
+def record_metadata(record: dict, kinds: dict) -> dict:
+    """A record's raw metadata fields: categories as text (blank -> None), numbers as float."""
+    row = {}
+    for name, kind in kinds.items():
+        value = record[f"meta_{name}"]
+        row[name] = (value.decode() or None) if kind == "categorical" else float(value)
+    return row
+
+
 def split_frame(source, manifest: dict) -> pd.DataFrame:
     """The rows of a prepared split as a table (ids, label name, raw metadata), in source order."""
     rows = []
     for i in range(len(source)):
         rec = source[i]
-        row = {"image_id": rec["image_id"].decode(), "group_id": rec["group_id"].decode(),
-               "label": manifest["classes"][rec["label"]]}
-        for name, kind in manifest["metadata"].items():
-            value = rec[f"meta_{name}"]
-            row[name] = (value.decode() or None) if kind == "categorical" else float(value)
-        rows.append(row)
+        rows.append({"image_id": rec["image_id"].decode(), "group_id": rec["group_id"].decode(),
+                     "label": manifest["classes"][rec["label"]],
+                     **record_metadata(rec, manifest["metadata"])})
     return pd.DataFrame(rows)

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
-from multimodal.training.metrics import macro_auc
+from multimodal.training.metrics import classification_metrics
 
 
 def expected_calibration_error(labels, probs, bins: int = 15) -> float:
@@ -35,16 +35,10 @@ def point_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
     preds = probs.argmax(1)
     present = np.bincount(labels, minlength=n_classes) > 0
     every = np.arange(n_classes)
+    out = {**classification_metrics(labels, probs),
+           "ece": expected_calibration_error(labels, probs)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        recall = skm.recall_score(labels, preds, labels=every, average=None, zero_division=0)
-        out = {
-            "accuracy": float((preds == labels).mean()),
-            "balanced_accuracy": float(recall[present].mean()),
-            "macro_auc": macro_auc(labels, probs),
-            "log_loss": float(skm.log_loss(labels, np.clip(probs, 1e-7, 1), labels=every)),
-            "ece": expected_calibration_error(labels, probs),
-        }
         for avg in ("macro", "weighted"):
             p, r, f, _ = skm.precision_recall_fscore_support(
                 labels, preds, labels=every[present], average=avg, zero_division=0)

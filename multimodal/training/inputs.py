@@ -14,6 +14,7 @@ from multimodal.data import pipeline, prepare
 from multimodal.data.augment import OPS, parse_ops
 from multimodal.data.build import load_table, resolve_split
 from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.splits import content_hashes
 from multimodal.data.resample import oversampled_source
 
 
@@ -52,12 +53,14 @@ def build_inputs(cfg: Config, workdir: str, encoder=None, normalizer=None) -> In
     data_cfg = cfg.data
     if os.path.exists(split_path) and not data_cfg.split_file:
         data_cfg = dataclasses.replace(data_cfg, split_file=split_path)
-    split = resolve_split(table, data_cfg, save_to=split_path)
+    hashes = content_hashes(table.frame["image_path"])  # for the leak check and the cache key
+    split = resolve_split(table, data_cfg, save_to=split_path, hashes=hashes)
     column = "split" if "split" in split.columns else "fold"
     prepared_dir = expand(cfg.data.prepared_dir) if cfg.data.prepared_dir else os.path.join(
         workdir, "prepared")
     if jax.process_index() == 0:
-        manifest = prepare.prepare(table, split, prepared_dir, cfg.data.image_size, column=column)
+        manifest = prepare.prepare(table, split, prepared_dir, cfg.data.image_size, column=column,
+                                   hashes=hashes)
         print(f"prepared data: {manifest['status']} ({prepared_dir})", flush=True)
     manifest = prepare.read_manifest(prepared_dir)
     sources = {name: prepare.open_split(prepared_dir, name) for name in manifest["splits"]}

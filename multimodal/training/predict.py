@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from multimodal.config import Config, _build, load_config
 from multimodal.data import pipeline, prepare
@@ -88,6 +89,26 @@ def _logits(model, batch, flips):
     return model(image, batch["metadata"], batch["metadata_mask"])
 
 
+def predict_logits(model, dataset, mesh, tta: bool = False) -> tuple[np.ndarray, list | None]:
+    """Logits of every real (unpadded) example in dataset order, and their image ids.
+
+    With several hosts the logits and padding masks are gathered from all of them;
+    ids are only returned on a single host (each host holds its own slice's ids).
+    """
+    logits, masks, ids = [], [], []
+    for batch in dataset:
+        sharded = mesh_lib.shard_batch(batch, mesh)
+        out, mask = _logits(model, sharded, tta), sharded["mask"]
+        if jax.process_count() > 1:
+            out, mask = (multihost_utils.process_allgather(x, tiled=True) for x in (out, mask))
+        logits.append(np.asarray(out))
+        masks.append(np.asarray(mask) > 0)
+        ids += list(batch["image_id"])
+    keep = np.concatenate(masks)
+    ids = [i for i, k in zip(ids, keep) if k] if jax.process_count() == 1 else None
+    return np.concatenate(logits)[keep], ids
+
+
 def predict_split(run: LoadedRun, inputs: Inputs, split: str, tta: bool = False,
                   batch_size: int | None = None) -> pd.DataFrame:
     """One row per image: ids, true label, logits and probabilities per class."""
@@ -96,13 +117,7 @@ def predict_split(run: LoadedRun, inputs: Inputs, split: str, tta: bool = False,
     batch = batch_size or run.cfg.data.batch_size
     batch = max(mesh.devices.size, batch - batch % mesh.devices.size)
     data = pipeline.eval_dataset(example_loader(run.cfg, inputs, split, train=False), batch)
-    logits, ids = [], []
-    for b in data:
-        out = np.asarray(_logits(run.model, mesh_lib.shard_batch(b, mesh), tta))
-        keep = np.asarray(b["mask"]) > 0
-        logits.append(out[keep])
-        ids += [i for i, k in zip(b["image_id"], keep) if k]
-    logits = np.concatenate(logits)
+    logits, ids = predict_logits(run.model, data, mesh, tta)
     frame = inputs.frames[split].set_index("image_id").loc[ids].reset_index()
     probs = softmax(logits)
     out = frame[["image_id", "group_id", "label"]].copy()

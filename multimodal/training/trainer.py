@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from multimodal.config import Config
@@ -27,6 +26,7 @@ from multimodal.training.inputs import build_inputs, example_loader
 from multimodal.training.metrics import classification_metrics, softmax
 from multimodal.training.logs import Board
 from multimodal.training.optim import ema_weights, make_optimizer, use_weights
+from multimodal.training.predict import predict_logits
 
 
 class LossSpec(NamedTuple):
@@ -64,33 +64,14 @@ def train_step(spec: LossSpec, model, optimizer, batch, key, class_w):
     return loss, accuracy
 
 
-@nnx.jit
-def predict_step(model, batch):
-    return model(batch["image"], batch["metadata"], batch["metadata_mask"])
-
-
-def predict(model, dataset, mesh) -> tuple[np.ndarray, list[str]]:
-    """Logits and image ids of every real (unpadded) example, in dataset order."""
-    model.eval()
-    logits, ids = [], []
-    for batch in dataset:
-        out = predict_step(model, mesh_lib.shard_batch(batch, mesh))
-        if jax.process_count() > 1:
-            out = multihost_utils.process_allgather(out, tiled=True)
-        keep = np.asarray(batch["mask"]) > 0
-        logits.append(np.asarray(out)[: len(keep)][keep] if jax.process_count() == 1
-                      else np.asarray(out))
-        ids += [i for i, k in zip(batch["image_id"], keep) if k]
-    model.train()
-    return np.concatenate(logits), ids
-
-
 def end_epoch(cfg, model, val_data, mesh, val_labels, progress, running, rate,
               steps_per_epoch, ema=None) -> dict:
     """Validate, record the epoch in `progress` and apply early stopping."""
     progress["epoch"] = math.ceil(progress["step"] / steps_per_epoch)
+    model.eval()
     with use_weights(model, ema):
-        logits, _ = predict(model, val_data, mesh)
+        logits, _ = predict_logits(model, val_data, mesh)
+    model.train()
     val = classification_metrics(val_labels, softmax(logits))
     sums = np.asarray(jax.device_get(running), np.float64)
     record = {"epoch": progress["epoch"], "step": progress["step"],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
+from multimodal.config import expand
+
 from multimodal.models.fusion import Classifier
 from multimodal.models.registry import ENCODERS, create_encoder
 
@@ -27,5 +29,5 @@ def build_model(model_cfg, modality: str, num_classes: int, meta_dim: int, seed:
     if model_cfg.pretrained and model.encoder is not None:
         from multimodal.models.pretrained import load_pretrained_encoder
 
-        load_pretrained_encoder(model.encoder, model_cfg.pretrained)
+        load_pretrained_encoder(model.encoder, expand(model_cfg.pretrained))
     return model

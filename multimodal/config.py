@@ -57,7 +57,8 @@ class DataConfig:
 class ModelConfig:
     encoder: str = "small_cnn"
     encoder_options: dict = field(default_factory=dict)
-    pretrained: str | None = None  # ImageNet weights for the encoder, e.g. efficientnet_lite0
+    pretrained: str | None = None  # ImageNet weights: efficientnet_lite0 | a Keras Xception file
+    features: str | None = None  # a feature cache (scripts/extract_features.py) in place of images
     fusion: str = "concat"  # concat | film | logit
     meta_hidden: list = field(default_factory=lambda: [64, 64])
     dropout: float = 0.3

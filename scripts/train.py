@@ -26,11 +26,14 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", help="run directory (default runs/<name>_<modality>)")
     parser.add_argument("--smoke", action="store_true", help="the config's tiny smoke variant")
     parser.add_argument("--resume", action="store_true", help="continue the run in --workdir")
+    parser.add_argument("--features", metavar="CACHE",
+                        help="train on a feature cache from extract_features.py, not images")
     parser.add_argument("--devices", type=int, help="use only the first N devices")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, args.set, smoke=args.smoke, modality=args.modality)
+        overrides = args.set + ([f"model.features={args.features}"] if args.features else [])
+        cfg = load_config(args.config, overrides, smoke=args.smoke, modality=args.modality)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
@@ -42,7 +45,7 @@ def main(argv=None) -> int:
                         show_progress=not args.no_progress)
     except KeyboardInterrupt:
         return 130
-    except (FileExistsError, ValueError) as exc:
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"done: {summary['steps']} steps -> {workdir}")

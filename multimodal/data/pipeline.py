@@ -101,11 +101,15 @@ class ExampleLoader:
 
     def __init__(self, source, classes, encoder: MetadataEncoder, metadata_kinds: dict,
                  ops, image_size: int, normalizer: Normalizer, train: bool, seed: int,
-                 augment_classes=None, image_dtype=np.float32, n_valid: int | None = None):
+                 augment_classes=None, image_dtype=np.float32, n_valid: int | None = None,
+                 features: np.ndarray | None = None):
         self.source, self.classes, self.encoder = source, list(classes), encoder
         self.metadata_kinds = dict(metadata_kinds)
         self.ops, self.image_size, self.normalizer = parse_ops(ops), image_size, normalizer
         self.train, self.seed, self.image_dtype = train, seed, image_dtype
+        if features is not None and len(features) != len(source):
+            raise ValueError(f"{len(features)} cached feature rows for {len(source)} records")
+        self.features = features  # [N, views, ...]: replaces the decoded image
         self.n_valid = len(source) if n_valid is None else n_valid
         self.augment_labels = (None if augment_classes is None else
                                {self.classes.index(c) for c in augment_classes})
@@ -121,10 +125,14 @@ class ExampleLoader:
         row = min(index, len(self.source) - 1)  # padding repeats the last record
         record = self.source[row]
         rng = np.random.default_rng([self.seed, position]) if self.train else None
-        augment = self.train and (self.augment_labels is None or
-                                  record["label"] in self.augment_labels)
-        image = apply_ops(decode(record["image"]), self.ops, rng, train=augment)
-        image = self.normalizer(crop(image, self.image_size, rng))
+        if self.features is not None:  # a random cached view in training (flips), else view 0
+            views = self.features[row]
+            image = views[int(rng.integers(len(views))) if rng is not None else 0]
+        else:
+            augment = self.train and (self.augment_labels is None or
+                                      record["label"] in self.augment_labels)
+            image = apply_ops(decode(record["image"]), self.ops, rng, train=augment)
+            image = self.normalizer(crop(image, self.image_size, rng))
         return {
             "image": image.astype(self.image_dtype),
             "metadata": self.metadata[row],

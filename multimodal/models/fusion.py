@@ -8,6 +8,11 @@ One code path for the three modalities:
   - `film`: metadata scales and shifts the image embedding (MetaBlock/FiLM style);
   - `logit`: image head + learned weight * metadata head (logit-level fusion).
 
+Cached features: with `features_from` set ("pooled", or a block index k) the
+`image` argument holds the encoder's cached output (pooled embeddings, or the
+activations after block k, run through the blocks above it), so heads train in
+seconds; the same model with `features_from = None` takes images again.
+
 Missing metadata: `metadata_mask` is 0 for an example whose metadata is absent;
 its metadata input is zeroed and the mask is given to the MLP, so the model
 knows. Modality dropout hides metadata from a random share of training
@@ -80,6 +85,7 @@ class Classifier(nnx.Module):
         self.modality_dropout = ModalityDropout(modality_dropout if modality == "image+meta"
                                                 else 0.0)
         self.dropout = nnx.Dropout(dropout)
+        self.features_from: str | int | None = None  # see the module docstring
         img_dim = self.encoder.embed_dim if uses_image else 0
         meta_emb = self.meta.embed_dim if uses_meta else 0
         if modality == "image+meta" and fusion == "film":
@@ -98,7 +104,12 @@ class Classifier(nnx.Module):
         """Pre-head features (what stacking and feature caches use)."""
         parts = []
         if self.encoder is not None:
-            parts.append(self.encoder(image, rngs=rngs))
+            if self.features_from is None:
+                parts.append(self.encoder(image, rngs=rngs))
+            elif self.features_from == "pooled":
+                parts.append(image)
+            else:
+                parts.append(self.encoder.head(image, start=self.features_from, rngs=rngs))
         if self.meta is not None:
             mask = self.modality_dropout(metadata_mask, rngs=rngs)
             parts.append(self.meta(metadata, mask, rngs=rngs))

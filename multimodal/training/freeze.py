@@ -5,7 +5,8 @@ heads train. Stage 2: the encoder trains from the block named by
 `train.unfreeze_from` on (e.g. "blocks.12": the 13th entry of the encoder's
 `blocks` list and everything after it in forward order), at
 `train.finetune_lr_scale` times the learning rate; earlier blocks stay frozen.
-Encoders declare their forward order in `layer_order`.
+`unfreeze_from: none` keeps the whole encoder frozen (a linear probe, or heads
+trained on cached features). Encoders declare their forward order in `layer_order`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def position(path: tuple, layer_order) -> tuple:
 
 
 def parse_block(name: str, layer_order) -> tuple:
+    if name == "none":  # past every layer: nothing in the encoder trains
+        return len(layer_order), -1
     top, _, index = name.partition(".")
     if top not in layer_order:
         raise ValueError(f"unfreeze_from {name!r}: {top!r} is not one of the encoder's layers "

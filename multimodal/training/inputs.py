@@ -26,6 +26,7 @@ class Inputs:
     encoder: MetadataEncoder
     normalizer: pipeline.Normalizer
     table_frame: object  # the full standard table (for subgroup analysis)
+    image_hashes: dict | None = None  # image_id -> sha256 of the source image file
 
     @property
     def classes(self) -> list[str]:
@@ -75,13 +76,17 @@ def build_inputs(cfg: Config, workdir: str, encoder=None, normalizer=None) -> In
     if normalizer is None:
         normalizer = pipeline.fit_normalizer(sources["train"], preprocessing_ops(cfg),
                                              cfg.data.image_size, cfg.data.normalize)
-    return Inputs(manifest, sources, frames, encoder, normalizer, table.frame)
+    return Inputs(manifest, sources, frames, encoder, normalizer, table.frame,
+                  dict(zip(table.frame["image_id"], hashes)))
 
 
-def example_loader(cfg: Config, inputs: Inputs, split: str, train: bool) -> pipeline.ExampleLoader:
+def example_loader(cfg: Config, inputs: Inputs, split: str, train: bool,
+                   features=None) -> pipeline.ExampleLoader:
+    """Loader of one split; with `features` ([N, views, ...] in split order, from a
+    feature cache) examples carry cached encoder features instead of images."""
     ops = cfg.data.augment if train else preprocessing_ops(cfg)
     return pipeline.ExampleLoader(
         inputs.sources[split], inputs.classes, inputs.encoder, inputs.manifest["metadata"], ops,
         cfg.data.image_size, inputs.normalizer, train=train, seed=cfg.train.seed,
-        augment_classes=cfg.data.augment_classes,
+        augment_classes=cfg.data.augment_classes, features=features,
         image_dtype=jnp.bfloat16 if cfg.model.dtype == "bfloat16" else np.float32)

@@ -110,14 +110,25 @@ def predict_logits(model, dataset, mesh, tta: bool = False) -> tuple[np.ndarray,
 
 
 def predict_split(run: LoadedRun, inputs: Inputs, split: str, tta: bool = False,
-                  batch_size: int | None = None) -> pd.DataFrame:
-    """One row per image: ids, true label, logits and probabilities per class."""
+                  batch_size: int | None = None, features=None) -> pd.DataFrame:
+    """One row per image: ids, true label, logits and probabilities per class.
+
+    With `features` (a `FeatureCache` of the run's encoder) the cached features stand in
+    for the images: the same model, without running the encoder's cached part again.
+    """
     mesh = mesh_lib.make_mesh()
     nnx.update(run.model, jax.device_put(nnx.state(run.model), mesh_lib.replicated(mesh)))
     batch = batch_size or run.cfg.data.batch_size
     batch = max(mesh.devices.size, batch - batch % mesh.devices.size)
-    data = pipeline.eval_dataset(example_loader(run.cfg, inputs, split, train=False), batch)
-    logits, ids = predict_logits(run.model, data, mesh, tta)
+    cached = features.for_split(inputs, split, train=False) if features is not None else None
+    data = pipeline.eval_dataset(example_loader(run.cfg, inputs, split, False, cached), batch)
+    if features is not None:
+        features.check_encoder(run.model.encoder)
+        run.model.features_from = features.features_from
+    try:
+        logits, ids = predict_logits(run.model, data, mesh, tta and features is None)
+    finally:
+        run.model.features_from = None
     frame = inputs.frames[split].set_index("image_id").loc[ids].reset_index()
     probs = softmax(logits)
     out = frame[["image_id", "group_id", "label"]].copy()

@@ -16,12 +16,13 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from multimodal.config import Config
+from multimodal.config import Config, expand
 from multimodal.data import pipeline
 from multimodal.models import build_model
 from multimodal.training import losses, mesh as mesh_lib
 from multimodal.training.checkpoint import RunCheckpoints, write_run_files
 from multimodal.training.curves import plot_curves
+from multimodal.training.features import FeatureCache
 from multimodal.training.inputs import build_inputs, example_loader
 from multimodal.training.metrics import classification_metrics, softmax
 from multimodal.training.logs import Board
@@ -111,7 +112,16 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
     if not resume and os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise FileExistsError(f"{workdir} already holds a run: pass --resume to continue it, "
                               "or choose another --workdir")
-    inputs = build_inputs(cfg, workdir)
+    cache = None
+    if cfg.model.features and cfg.modality != "meta":  # heads on cached encoder features
+        cache = FeatureCache.open(expand(cfg.model.features))
+        cfg = cache.configure(cfg)
+    inputs = build_inputs(cfg, workdir, normalizer=cache.normalizer if cache else None)
+
+    def loader(split, train):
+        features = cache.for_split(inputs, split, train) if cache else None
+        return example_loader(cfg, inputs, split, train, features)
+
     write_run_files(workdir, cfg.to_dict(), inputs.classes, inputs.encoder, inputs.normalizer)
     mesh = mesh_lib.make_mesh(num_devices)
     mesh_lib.check_batch_size(cfg.data.batch_size, mesh)
@@ -127,13 +137,16 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps)
     local_batch = cfg.data.batch_size // jax.process_count()
-    train_data = pipeline.train_dataset(example_loader(cfg, inputs, "train", True), plan,
+    train_data = pipeline.train_dataset(loader("train", True), plan,
                                         local_batch, cfg.data.workers)
-    val_data = pipeline.eval_dataset(example_loader(cfg, inputs, "val", False),
+    val_data = pipeline.eval_dataset(loader("val", False),
                                      cfg.data.batch_size, jax.process_index(),
                                      jax.process_count(), cfg.data.workers)
 
     model = build_model(cfg.model, cfg.modality, n_classes, inputs.encoder.dim, cfg.train.seed)
+    if cache:
+        cache.check_encoder(model.encoder)
+        model.features_from = cache.features_from
     layer_order = getattr(model.encoder, "layer_order", None) if model.encoder else None
     optimizer = nnx.Optimizer(
         model, make_optimizer(cfg.train, steps_per_epoch, total_steps, layer_order), wrt=nnx.Param)

@@ -1,0 +1,54 @@
+"""Run a (pretrained) image encoder once over a dataset and cache its features.
+
+    python scripts/extract_features.py --config configs/ham10000.yaml \
+        --set model.encoder=efficientnet_lite0 --set model.pretrained=efficientnet_lite0 \
+        --set data.image_size=224 --set data.normalize=minus1_1 --root runs/features [--tta]
+    python scripts/train.py --config configs/ham10000.yaml --modality image+meta \
+        --features runs/features/features/efficientnet_lite0-<digest>
+
+The cache is keyed by encoder, weights, image size, preprocessing, normaliser, the
+images and --block/--tta: the same key is reused, a changed one extracted anew.
+--block K caches the activations after block K instead of pooled embeddings, and
+training then fine-tunes the blocks above K only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from multimodal.config import ConfigError, load_config
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--smoke", action="store_true", help="the config's tiny smoke variant")
+    parser.add_argument("--root", required=True,
+                        help="folder for the split, prepared images and caches (features/...)")
+    parser.add_argument("--block", type=int, help="cache activations after this block")
+    parser.add_argument("--tta", action="store_true", help="also cache the three flipped views")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set, smoke=args.smoke, modality="image")
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    from multimodal.training.features import extract_features
+
+    try:
+        path, status = extract_features(cfg, args.root, args.block, args.tta, args.batch_size,
+                                        show_progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{status}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

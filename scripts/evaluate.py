@@ -1,4 +1,4 @@
-"""Evaluate a trained run (checkpoint directory) and write metrics, plots and a report.
+"""Evaluate a trained run or an ensemble directory; write metrics, plots and a report.
 
     python scripts/evaluate.py --checkpoint runs/sample --out runs/sample/eval
     python scripts/evaluate.py --checkpoint runs/ham --data configs/isic2018_test.yaml --tta
@@ -17,7 +17,8 @@ import sys
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a run directory from train.py")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a run directory from train.py, or an ensemble (manifest.json)")
     parser.add_argument("--data", help="evaluate on another dataset config (all its rows)")
     parser.add_argument("--split", default="test", help="split of the run's own data")
     parser.add_argument("--tta", action="store_true", help="average over the four flips")
@@ -33,8 +34,13 @@ def main(argv=None) -> int:
     from multimodal.evaluation.evaluate import evaluate_run
 
     out = args.out or os.path.join(args.checkpoint, "eval")
-    result = evaluate_run(args.checkpoint, out, args.data, args.split, args.tta, args.bootstrap,
-                          args.operating_class, args.target_sensitivity, args.saliency)
+    try:
+        result = evaluate_run(args.checkpoint, out, args.data, args.split, args.tta,
+                              args.bootstrap, args.operating_class, args.target_sensitivity,
+                              args.saliency)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     m = result["metrics"]
     ci = m["balanced_accuracy"]["ci95"]
     print(f"balanced accuracy {m['balanced_accuracy']['value']:.3f}"

@@ -1,1 +1,6 @@
-"""Ensembles over predictions (stacking, weighted late fusion): see the stacking issue."""
+"""Ensembles over trained runs: XGBoost stacking on out-of-fold predictions, weighted late fusion.
+
+An ensemble is a directory with `manifest.json` (kind, class order, member runs, files)
+and its model files in documented formats (XGBoost UBJ, JSON); `scripts/evaluate.py`
+evaluates it like a single run.
+"""

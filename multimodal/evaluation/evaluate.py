@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 
+from multimodal.ensemble.manifest import ensemble_predictions, is_ensemble, read_manifest
 from multimodal.evaluation import calibration, plots
 from multimodal.evaluation.metrics import evaluate_predictions, point_metrics
 from multimodal.evaluation.report import metrics_markdown, per_class_markdown, write_report
@@ -42,24 +43,54 @@ def evaluate_run(checkpoint: str, out_dir: str, data_config: str | None = None,
                  split: str = "test", tta: bool = False, n_boot: int = 1000,
                  operating_class: str | None = "mel", target_sensitivity: float = 0.9,
                  n_saliency: int = 6) -> dict:
+    """Evaluate a run directory, or an ensemble directory (manifest.json), into out_dir."""
     os.makedirs(out_dir, exist_ok=True)
+    if is_ensemble(checkpoint):
+        if data_config is not None:
+            raise ValueError("--data is not supported for ensembles yet: evaluate the members")
+        by_split, inputs, classes = ensemble_predictions(checkpoint, tuple({split, "val"}))
+        kind = read_manifest(checkpoint)["kind"]
+        info = {"checkpoint": os.path.abspath(checkpoint), "step": None, "split": split,
+                "data": "the members' own split", "tta": False, "modality": f"ensemble: {kind}"}
+        notes = ["Ensemble: no saliency maps (they belong to single models)."]
+        if kind == "stacking":
+            notes.append("Calibration and the operating point use the stacker's grouped inner "
+                         "validation rows (the base validation rows fed the stacker).")
+        return _evaluate(by_split[split], by_split.get("val"), classes, inputs.table_frame,
+                         out_dir, info, n_boot, operating_class, target_sensitivity, notes)
     run = load_run(checkpoint)
-    classes = run.classes
     own = run_inputs(run) if data_config is None else None
     inputs = own if own is not None else external_inputs(run, data_config,
                                                          os.path.join(out_dir, "prepared"))
     if data_config is not None:
         split = "test"
     preds = predict_split(run, inputs, split, tta=tta)
+    val_preds = predict_split(run, own, "val", tta=tta) if own and "val" in own.sources else None
+    info = {"checkpoint": os.path.abspath(checkpoint), "step": run.step, "split": split,
+            "data": data_config or "the run's own split", "tta": tta,
+            "modality": run.cfg.modality}
+
+    def saliency(probs, labels):
+        if n_saliency and run.cfg.modality != "meta":
+            errors = _confident_errors(run, inputs, split, preds, probs, labels, n_saliency)
+            error_gallery(run.model, errors, run.classes, run.normalizer,
+                          os.path.join(out_dir, "saliency_errors.png"))
+        curves = os.path.join(checkpoint, "curves.png")
+        if os.path.exists(curves):
+            shutil.copy(curves, os.path.join(out_dir, "curves.png"))
+
+    return _evaluate(preds, val_preds, run.classes, inputs.table_frame, out_dir, info, n_boot,
+                     operating_class, target_sensitivity, [], saliency)
+
+
+def _evaluate(preds, val_preds, classes, table_frame, out_dir, info, n_boot, operating_class,
+              target_sensitivity, notes, extras=None) -> dict:
+    split = info["split"]
     labels, logits, probs = _arrays(preds, classes)
     result = evaluate_predictions(labels, probs, preds["group_id"].to_numpy(), classes, n_boot)
-    result.update({"checkpoint": os.path.abspath(checkpoint), "step": run.step, "split": split,
-                   "data": data_config or "the run's own split", "tta": tta,
-                   "modality": run.cfg.modality})
-    notes = []
+    result.update(info)
 
     # Calibration and operating point are chosen on validation, reported on this split.
-    val_preds = predict_split(run, own, "val", tta=tta) if own and "val" in own.sources else None
     if val_preds is not None:
         v_labels, v_logits, v_probs = _arrays(val_preds, classes)
         temperature = calibration.fit_temperature(v_logits, v_labels)
@@ -84,17 +115,12 @@ def evaluate_run(checkpoint: str, out_dir: str, data_config: str | None = None,
         plots.reliability(labels, {"model": probs}, os.path.join(out_dir, "reliability.png"))
         notes.append("No validation split: temperature scaling and operating point skipped.")
 
-    frame = preds[["image_id"]].merge(inputs.table_frame, on="image_id", how="left")
+    frame = preds[["image_id"]].merge(table_frame, on="image_id", how="left")
     result["subgroups"] = subgroup_tables(frame, labels, probs)
     plots.confusion(result["confusion_matrix"], classes, os.path.join(out_dir, "confusion.png"))
     plots.roc_curves(labels, probs, classes, os.path.join(out_dir, "roc.png"))
-    if n_saliency and run.cfg.modality != "meta":
-        errors = _confident_errors(run, inputs, split, preds, probs, labels, n_saliency)
-        error_gallery(run.model, errors, classes, run.normalizer,
-                      os.path.join(out_dir, "saliency_errors.png"))
-    curves = os.path.join(checkpoint, "curves.png")
-    if os.path.exists(curves):
-        shutil.copy(curves, os.path.join(out_dir, "curves.png"))
+    if extras is not None:
+        extras(probs, labels)
     preds.to_csv(os.path.join(out_dir, "predictions.csv"), index=False)
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(result, f, indent=1, default=float)
@@ -106,7 +132,7 @@ def _markdown(result: dict, out_dir: str, notes) -> str:
     m = result["metrics"]
     lines = [
         "# Evaluation report", "",
-        f"Checkpoint `{result['checkpoint']}` (step {result['step']}, modality "
+        f"Checkpoint `{result['checkpoint']}` (step {result['step'] or '-'}, modality "
         f"`{result['modality']}`), data: {result['data']}, split `{result['split']}`, "
         f"TTA {'on' if result['tta'] else 'off'}: {result['n_images']} images of "
         f"{result['n_groups']} groups.", "",

@@ -27,6 +27,12 @@ def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(aucs))
 
 
+def _renormalised(probs: np.ndarray) -> np.ndarray:
+    """Clipped away from 0 and summing to one in float64 (sklearn warns otherwise)."""
+    p = np.clip(np.asarray(probs, np.float64), 1e-7, 1.0)
+    return p / p.sum(1, keepdims=True)
+
+
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
     """Accuracy, balanced accuracy (ISIC's official metric), macro AUC, log loss."""
     preds = probs.argmax(-1)
@@ -40,5 +46,5 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
         "accuracy": float((preds == labels).mean()),
         "balanced_accuracy": float(recall[present].mean()),
         "macro_auc": macro_auc(labels, probs),
-        "log_loss": float(skm.log_loss(labels, np.clip(probs, 1e-7, 1), labels=np.arange(n_classes))),
+        "log_loss": float(skm.log_loss(labels, _renormalised(probs), labels=np.arange(n_classes))),
     }

@@ -1,0 +1,36 @@
+"""Predictions of member runs, from cached features when the run was trained on them."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from multimodal.config import expand
+from multimodal.training.features import FeatureCache
+from multimodal.training.predict import load_run, predict_split, run_inputs
+
+
+def prob_columns(classes) -> list[str]:
+    return [f"prob_{c}" for c in classes]
+
+
+def member_predictions(run_dir: str, splits=("val", "test")) -> tuple[dict, object, list]:
+    """{split: predictions frame} of a run on its own split, its Inputs, its classes.
+
+    A run trained on a feature cache predicts from the cache (the same model, without
+    running the frozen encoder again); other runs predict from images.
+    """
+    run = load_run(run_dir)
+    inputs = run_inputs(run)
+    cache_path = expand(run.cfg.model.features) if run.cfg.model.features else None
+    cache = (FeatureCache.open(cache_path) if cache_path and run.cfg.modality != "meta"
+             and os.path.exists(cache_path) else None)
+    out = {s: predict_split(run, inputs, s, features=cache) for s in splits if s in inputs.sources}
+    return out, inputs, run.classes
+
+
+def raw_metadata(table_frame: pd.DataFrame, image_ids) -> pd.DataFrame:
+    """The raw metadata columns of `image_ids`, from the dataset table."""
+    frame = table_frame.set_index("image_id")
+    return frame.loc[list(image_ids)].reset_index()

@@ -1,0 +1,64 @@
+"""Out-of-fold predictions: grouped K-fold over the development rows, one member per fold.
+
+The development rows are every row of the base split outside `test`. Fold k's model
+trains on the other folds (fold k+1 is its validation for early stopping) and predicts
+fold k only, so no row's stacking input comes from a model that saw it. The guard
+`check_out_of_fold` refuses any prediction of a row its model trained or validated on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pandas as pd
+
+from multimodal.config import Config
+from multimodal.data.errors import LeakageError
+from multimodal.data.splits import grouped_kfold, save_split
+from multimodal.data.table import DatasetTable
+from multimodal.ensemble.members import member_predictions
+
+
+def dev_folds(table: DatasetTable, base_split: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
+    """image_id, group_id, label, fold for the development rows (grouped, stratified)."""
+    dev = base_split.loc[base_split["split"] != "test", "image_id"]
+    return grouped_kfold(table.subset(dev), k, seed)
+
+
+def fold_split(folds: pd.DataFrame, k: int) -> pd.DataFrame:
+    n = folds["fold"].max() + 1
+    role = folds["fold"].map(lambda f: "test" if f == k else "val" if f == (k + 1) % n
+                             else "train")
+    return folds[["image_id", "group_id", "label"]].assign(split=role)
+
+
+def check_out_of_fold(predicted_ids, split: pd.DataFrame, fold: int) -> None:
+    seen = set(split.loc[split["split"] != "test", "image_id"])
+    leaked = sorted(set(predicted_ids) & seen)
+    if leaked:
+        raise LeakageError(f"fold {fold}: {len(leaked)} out-of-fold predictions (e.g. "
+                           f"{leaked[0]}) come from a model that trained on those rows")
+
+
+def out_of_fold(cfg: Config, folds: pd.DataFrame, workdir: str, train_fn,
+                show_progress: bool = True) -> pd.DataFrame:
+    """Train one member per fold under workdir/fold_k and gather its fold's predictions.
+
+    A fold whose run finished is reused, a fold interrupted mid-run is resumed.
+    """
+    parts = []
+    for k in range(int(folds["fold"].max()) + 1):
+        run_dir = os.path.join(workdir, f"fold_{k}")
+        split = fold_split(folds, k)
+        split_path = os.path.join(run_dir, "fold_split.csv")
+        if not os.path.exists(split_path):
+            save_split(split, split_path)
+        cfg_k = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, split_file=split_path))
+        if not os.path.exists(os.path.join(run_dir, "summary.json")):
+            resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
+            train_fn(cfg_k, run_dir, resume=resume, show_progress=show_progress)
+        preds = member_predictions(run_dir, splits=("test",))[0]["test"]
+        check_out_of_fold(preds["image_id"], pd.read_csv(split_path, dtype=str), k)
+        parts.append(preds.assign(fold=k))
+    return pd.concat(parts, ignore_index=True)

@@ -1,0 +1,43 @@
+"""Weighted late fusion of trained runs (one split), weights fitted on validation.
+
+    python scripts/late_fusion.py --members runs/image runs/meta runs/image_meta \
+        --out runs/fusion
+    python scripts/evaluate.py --checkpoint runs/fusion
+
+Weights lie on the simplex and minimise the class-balanced log loss of the averaged
+probabilities on the members' shared validation split; saved in manifest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", nargs="+", required=True, help="run directories")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--plain-log-loss", action="store_true",
+                        help="fit weights on the plain, not class-balanced, log loss")
+    args = parser.parse_args(argv)
+    missing = [m for m in args.members if not os.path.exists(os.path.join(m, "config.yaml"))]
+    if missing:
+        print(f"error: not run directories: {missing}", file=sys.stderr)
+        return 2
+    from multimodal.ensemble.build import build_late_fusion
+
+    try:
+        summary = build_late_fusion(args.members, args.out, not args.plain_log_loss)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

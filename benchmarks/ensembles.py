@@ -1,0 +1,111 @@
+"""Image-only vs metadata-only vs fused vs late fusion vs stacking, on one grouped split.
+
+    python scripts/extract_features.py --config configs/ham10000_lite0.yaml --root runs/ham_lite0
+    python benchmarks/ensembles.py --config configs/ham10000_lite0.yaml \
+        --features runs/ham_lite0/features/efficientnet_lite0-<digest> --root runs/ham_lite0 \
+        --out runs/ensembles
+
+Heads train on the cached (frozen) encoder features; every row uses the same split (the
+cache root's split.csv), seed and schedule. Late fusion combines the image-only and
+metadata-only runs with weights fitted on validation; stacking trains image members on
+grouped folds of the development rows and an XGBoost stacker on their out-of-fold
+probabilities + lesion context + metadata. All rows are evaluated on the same test split
+with group-bootstrap 95% intervals by scripts/evaluate.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import write_result  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args):
+    subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
+
+
+def cell(v, ci):
+    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{v:.3f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/ham10000_lite0.yaml")
+    parser.add_argument("--features", required=True, help="feature cache directory")
+    parser.add_argument("--root", required=True, help="the cache root (split.csv, prepared_*)")
+    parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--stack-set", action="append", default=[],
+                        help="overrides for the stacking members only (e.g. fewer epochs)")
+    parser.add_argument("--out", default="runs/ensembles")
+    parser.add_argument("--name", default="ensembles_ham10000")
+    args = parser.parse_args()
+    with open(os.path.join(args.features, "key.json")) as f:
+        size = json.load(f)["image_size"]
+    shared = ["--set", f"data.split_file={os.path.join(args.root, 'split.csv')}",
+              "--set", f"data.prepared_dir={os.path.join(args.root, f'prepared_{size}px')}",
+              *[x for s in args.set for x in ("--set", s)]]
+    runs, seconds = {}, {}
+    for modality in ("image", "meta", "image+meta"):
+        workdir = os.path.join(args.out, modality.replace("+", "_"))
+        t0 = time.perf_counter()
+        if not os.path.exists(os.path.join(workdir, "summary.json")):
+            run("scripts/train.py", "--config", args.config, "--modality", modality,
+                "--features", args.features, "--workdir", workdir, "--no-progress", *shared)
+        runs[f"{modality} (heads on frozen features)"] = workdir
+        seconds[workdir] = time.perf_counter() - t0
+    fusion = os.path.join(args.out, "late_fusion")
+    t0 = time.perf_counter()
+    run("scripts/late_fusion.py", "--members", runs["image (heads on frozen features)"],
+        runs["meta (heads on frozen features)"], "--out", fusion)
+    runs["late fusion of image + meta (weights on val)"] = fusion
+    seconds[fusion] = time.perf_counter() - t0
+    stack = os.path.join(args.out, "stacking")
+    t0 = time.perf_counter()
+    run("scripts/stack.py", "--config", args.config, "--modality", "image", "--features",
+        args.features, "--workdir", stack, "--folds", str(args.folds), "--no-progress",
+        *[x for s in args.set + args.stack_set for x in ("--set", s)],
+        "--set", f"data.split_file={os.path.join(args.root, 'split.csv')}")
+    label = f"XGBoost stacking: {args.folds}-fold OOF image probs + lesion context + metadata"
+    runs[label + (f" (members: {', '.join(args.stack_set)})" if args.stack_set else "")] = stack
+    seconds[stack] = time.perf_counter() - t0
+
+    rows, data = [], {}
+    for label, workdir in runs.items():
+        run("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
+        with open(os.path.join(workdir, "eval", "metrics.json")) as f:
+            result = json.load(f)
+        m = result["metrics"]
+        mel = next((r for r in result["per_class"] if r["class"] == "mel"), None)
+        bacc = m["balanced_accuracy"]
+        rows.append(f"| {label} | {cell(bacc['value'], bacc['ci95'])} "
+                    f"| {cell(m['macro_auc']['value'], m['macro_auc']['ci95'])} | "
+                    f"{cell(m['accuracy']['value'], m['accuracy']['ci95'])} | "
+                    + (f"{cell(mel['recall'], mel['recall_ci95'])} | " if mel else "n/a | ")
+                    + f"{seconds[workdir] / 60:.1f} |")
+        data[label] = {"workdir": workdir, "metrics": m, "mel": mel, "n_images": result["n_images"],
+                       "n_groups": result["n_groups"], "build_seconds": seconds[workdir]}
+        print(rows[-1], flush=True)
+    first = next(iter(data.values()))
+    lines = [f"# Modalities and ensembles on one grouped HAM10000 split ({args.config})", "",
+             f"Frozen encoder: `{args.features}`. Test split: {first['n_images']} images of "
+             f"{first['n_groups']} lesions, never seen by any member or stacker. Intervals: 95% "
+             "bootstrap over lesions (1000 resamples).", "",
+             "| model | balanced accuracy | macro AUC | accuracy | melanoma recall | "
+             "build minutes |", "| --- | --- | --- | --- | --- | ---: |", *rows]
+    path = write_result(args.name, "\n".join(lines), data)
+    print("\n".join(lines))
+    print(f"-> {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -55,6 +55,11 @@ def test_heads_on_pooled_features_are_the_image_model(tmp_path):
     single, _ = extract_features(_cfg(), str(tmp_path / "cache"), show_progress=False)
     _same_predictions(tmp_path / "run", FeatureCache.open(single))
 
+    from multimodal.evaluation.evaluate import evaluate_run
+
+    result = evaluate_run(str(tmp_path / "run"), str(tmp_path / "eval"), n_boot=10, n_saliency=1)
+    assert result["n_images"] > 0 and (tmp_path / "eval" / "saliency_errors.png").exists()
+
 
 def test_block_cache_fine_tunes_only_the_blocks_above(tmp_path):
     lite = ["model.encoder=efficientnet_lite0", "model.encoder_options={width: 0.25, depth: 0.3}",

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 
-from multimodal.config import expand
-from multimodal.training.features import FeatureCache
+from multimodal.training.features import run_cache
 from multimodal.training.predict import load_run, predict_split, run_inputs
 
 
@@ -23,9 +20,7 @@ def member_predictions(run_dir: str, splits=("val", "test")) -> tuple[dict, obje
     """
     run = load_run(run_dir)
     inputs = run_inputs(run)
-    cache_path = expand(run.cfg.model.features) if run.cfg.model.features else None
-    cache = (FeatureCache.open(cache_path) if cache_path and run.cfg.modality != "meta"
-             and os.path.exists(cache_path) else None)
+    cache = run_cache(run.cfg)
     out = {s: predict_split(run, inputs, s, features=cache) for s in splits if s in inputs.sources}
     return out, inputs, run.classes
 

@@ -14,6 +14,7 @@ from multimodal.evaluation.metrics import evaluate_predictions, point_metrics
 from multimodal.evaluation.report import metrics_markdown, per_class_markdown, write_report
 from multimodal.evaluation.saliency import error_gallery
 from multimodal.evaluation.subgroups import subgroup_markdown, subgroup_tables
+from multimodal.training.features import run_cache
 from multimodal.training.inputs import example_loader
 from multimodal.training.predict import external_inputs, load_run, predict_split, run_inputs
 
@@ -64,8 +65,12 @@ def evaluate_run(checkpoint: str, out_dir: str, data_config: str | None = None,
                                                          os.path.join(out_dir, "prepared"))
     if data_config is not None:
         split = "test"
-    preds = predict_split(run, inputs, split, tta=tta)
-    val_preds = predict_split(run, own, "val", tta=tta) if own and "val" in own.sources else None
+    # a run trained on a feature cache is scored from it (same model, no encoder pass) unless
+    # flips are asked for or the data is another dataset
+    cache = run_cache(run.cfg) if own is not None and not tta else None
+    preds = predict_split(run, inputs, split, tta=tta, features=cache)
+    val_preds = (predict_split(run, own, "val", tta=tta, features=cache)
+                 if own and "val" in own.sources else None)
     info = {"checkpoint": os.path.abspath(checkpoint), "step": run.step, "split": split,
             "data": data_config or "the run's own split", "tta": tta,
             "modality": run.cfg.modality}

@@ -29,7 +29,7 @@ import pandas as pd
 from flax import nnx
 from tqdm import tqdm
 
-from multimodal.config import Config
+from multimodal.config import Config, expand
 from multimodal.data import pipeline
 from multimodal.models import build_model
 from multimodal.training import mesh as mesh_lib
@@ -191,3 +191,11 @@ class FeatureCache:
         if train:
             return out
         return out.mean(1, keepdims=True) if self.key["block"] is None else out[:, :1]
+
+
+def run_cache(cfg: Config) -> FeatureCache | None:
+    """The feature cache a run was trained on, when it still exists (else None)."""
+    path = expand(cfg.model.features) if cfg.model.features else None
+    if path and cfg.modality != "meta" and os.path.exists(os.path.join(path, "key.json")):
+        return FeatureCache.open(path)
+    return None

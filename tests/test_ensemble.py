@@ -78,6 +78,8 @@ def test_fold_splits_hold_their_fold_out():
         oof.check_out_of_fold(split.loc[split["split"] == "test", "image_id"], split, k)
         with pytest.raises(LeakageError, match=f"fold {k}: 1 out-of-fold"):
             oof.check_out_of_fold(split.loc[split["split"] == "train", "image_id"][:1], split, k)
+    with pytest.raises(ValueError, match="at least 3 folds"):
+        oof.fold_split(folds.assign(fold=folds["fold"] % 2), 0)
 
 
 def test_the_stacker_never_fits_on_in_fold_predictions(tmp_path, monkeypatch):

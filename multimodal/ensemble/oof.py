@@ -28,6 +28,8 @@ def dev_folds(table: DatasetTable, base_split: pd.DataFrame, k: int, seed: int) 
 
 def fold_split(folds: pd.DataFrame, k: int) -> pd.DataFrame:
     n = folds["fold"].max() + 1
+    if n < 3:  # one fold predicted, one validating, at least one training
+        raise ValueError(f"stacking needs at least 3 folds, not {n}")
     role = folds["fold"].map(lambda f: "test" if f == k else "val" if f == (k + 1) % n
                              else "train")
     return folds[["image_id", "group_id", "label"]].assign(split=role)

@@ -39,3 +39,25 @@ def write_result(name: str, markdown: str, data: dict) -> str:
     with open(path, "w") as f:
         f.write(f"{markdown}\n\nCommand: `{command}`  \nMachine: {machine()}, {data['date']}\n")
     return path
+
+
+def cell(value: float, ci) -> str:
+    """A metric with its 95% interval, as the result tables print it."""
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
+
+
+def evaluation_row(label: str, metrics_json: str, minutes: float) -> tuple[str, dict]:
+    """One table row (balanced accuracy, macro AUC, accuracy, melanoma recall, minutes) from
+    an evaluate.py metrics.json, and the data behind it."""
+    with open(metrics_json) as f:
+        result = json.load(f)
+    m = result["metrics"]
+    mel = next((r for r in result["per_class"] if r["class"] == "mel"), None)
+    bacc = m["balanced_accuracy"]
+    row = (f"| {label} | {cell(bacc['value'], bacc['ci95'])} | "
+           f"{cell(m['macro_auc']['value'], m['macro_auc']['ci95'])} | "
+           f"{cell(m['accuracy']['value'], m['accuracy']['ci95'])} | "
+           + (f"{cell(mel['recall'], mel['recall_ci95'])} | " if mel else "n/a | ")
+           + f"{minutes:.1f} |")
+    return row, {"metrics": m, "mel": mel, "n_images": result["n_images"],
+                 "n_groups": result["n_groups"]}

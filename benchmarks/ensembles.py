@@ -23,17 +23,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import write_result  # noqa: E402
+from common import evaluation_row, write_result  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(*args):
     subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
-
-
-def cell(v, ci):
-    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{v:.3f}"
 
 
 def main():
@@ -82,18 +78,10 @@ def main():
     rows, data = [], {}
     for label, workdir in runs.items():
         run("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
-        with open(os.path.join(workdir, "eval", "metrics.json")) as f:
-            result = json.load(f)
-        m = result["metrics"]
-        mel = next((r for r in result["per_class"] if r["class"] == "mel"), None)
-        bacc = m["balanced_accuracy"]
-        rows.append(f"| {label} | {cell(bacc['value'], bacc['ci95'])} "
-                    f"| {cell(m['macro_auc']['value'], m['macro_auc']['ci95'])} | "
-                    f"{cell(m['accuracy']['value'], m['accuracy']['ci95'])} | "
-                    + (f"{cell(mel['recall'], mel['recall_ci95'])} | " if mel else "n/a | ")
-                    + f"{seconds[workdir] / 60:.1f} |")
-        data[label] = {"workdir": workdir, "metrics": m, "mel": mel, "n_images": result["n_images"],
-                       "n_groups": result["n_groups"], "build_seconds": seconds[workdir]}
+        row, result = evaluation_row(label, os.path.join(workdir, "eval", "metrics.json"),
+                                     seconds[workdir] / 60)
+        rows.append(row)
+        data[label] = {**result, "workdir": workdir, "build_seconds": seconds[workdir]}
         print(rows[-1], flush=True)
     first = next(iter(data.values()))
     lines = [f"# Modalities and ensembles on one grouped HAM10000 split ({args.config})", "",

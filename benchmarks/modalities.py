@@ -11,14 +11,13 @@ accuracy and melanoma recall with group-bootstrap 95% intervals.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import write_result  # noqa: E402
+from common import evaluation_row, write_result  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,22 +45,10 @@ def main():
             workdir, "--no-progress", "--set", f"data.prepared_dir={prepared}", *sets)
         train_s = time.perf_counter() - t0
         run("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
-        with open(os.path.join(workdir, "eval", "metrics.json")) as f:
-            result = json.load(f)
-        m = result["metrics"]
-        mel = next((r for r in result["per_class"] if r["class"] == "mel"), None)
-
-        def cell(v, ci):
-            return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{v:.3f}"
-
-        bacc = m["balanced_accuracy"]
-        rows.append(f"| {modality} | {cell(bacc['value'], bacc['ci95'])} | "
-                    f"{cell(m['macro_auc']['value'], m['macro_auc']['ci95'])} | "
-                    f"{cell(m['accuracy']['value'], m['accuracy']['ci95'])} | "
-                    + (f"{cell(mel['recall'], mel['recall_ci95'])} | " if mel else "n/a | ")
-                    + f"{train_s / 60:.1f} |")
-        data[modality] = {"metrics": m, "mel": mel, "train_seconds": train_s,
-                          "n_images": result["n_images"], "n_groups": result["n_groups"]}
+        row, result = evaluation_row(modality, os.path.join(workdir, "eval", "metrics.json"),
+                                     train_s / 60)
+        rows.append(row)
+        data[modality] = {**result, "train_seconds": train_s}
         print(rows[-1], flush=True)
     first = next(iter(data.values()))
     lines = [f"# Modalities on one grouped split ({args.config}, overrides {args.set or 'none'})", "",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -202,6 +203,18 @@ def load_config(path: str | None = None, overrides=(), smoke: bool = False,
     if modality:
         tree["modality"] = modality
     return _build(Config, tree)
+
+
+def config_from_cli(path: str | None, overrides=(), smoke: bool = False,
+                    modality: str | None = None, features: str | None = None) -> Config | None:
+    """`load_config` for the scripts: `--features CACHE` becomes `model.features`; a config
+    error is printed to stderr and None returned (the script then exits with 2)."""
+    try:
+        extra = [f"model.features={features}"] if features else []
+        return load_config(path, [*overrides, *extra], smoke=smoke, modality=modality)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return None
 
 
 def expand(value):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from multimodal.config import ConfigError, load_config
+from multimodal.config import config_from_cli
 
 
 def main(argv=None) -> int:
@@ -33,10 +33,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.set, smoke=args.smoke, modality="image")
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    cfg = config_from_cli(args.config, args.set, args.smoke, modality="image")
+    if cfg is None:
         return 2
     from multimodal.training.features import extract_features
 

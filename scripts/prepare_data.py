@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from multimodal.config import ConfigError, load_config
+from multimodal.config import config_from_cli
 
 
 def main(argv=None) -> int:
@@ -25,10 +25,8 @@ def main(argv=None) -> int:
     parser.add_argument("--encoding", choices=["jpeg", "png"], default="jpeg")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.set)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    cfg = config_from_cli(args.config, args.set)
+    if cfg is None:
         return 2
     from multimodal.data import prepare
     from multimodal.data.build import load_table, resolve_split

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from multimodal.config import ConfigError, load_config
+from multimodal.config import config_from_cli
 
 
 def main(argv=None) -> int:
@@ -36,11 +36,8 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        overrides = args.set + ([f"model.features={args.features}"] if args.features else [])
-        cfg = load_config(args.config, overrides, smoke=args.smoke, modality=args.modality)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    cfg = config_from_cli(args.config, args.set, args.smoke, args.modality, args.features)
+    if cfg is None:
         return 2
     from multimodal.ensemble.build import build_stacking
 

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from multimodal.config import ConfigError, load_config
+from multimodal.config import config_from_cli
 
 
 def main(argv=None) -> int:
@@ -31,11 +31,8 @@ def main(argv=None) -> int:
     parser.add_argument("--devices", type=int, help="use only the first N devices")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        overrides = args.set + ([f"model.features={args.features}"] if args.features else [])
-        cfg = load_config(args.config, overrides, smoke=args.smoke, modality=args.modality)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    cfg = config_from_cli(args.config, args.set, args.smoke, args.modality, args.features)
+    if cfg is None:
         return 2
     workdir = args.workdir or os.path.join("runs", f"{cfg.name}_{cfg.modality.replace('+', '_')}")
     from multimodal.training.trainer import train  # jax import after the config is valid

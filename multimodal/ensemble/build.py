@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pandas as pd
 
 from multimodal.config import Config
 from multimodal.data.build import load_table
 from multimodal.data.metadata import MetadataEncoder
-from multimodal.ensemble.late_fusion import fit_weights
+from multimodal.ensemble.late_fusion import combine, fit_weights
 from multimodal.ensemble.manifest import prediction_frame, stacker_inputs, write_manifest
 from multimodal.ensemble.members import member_predictions, prob_columns
-from multimodal.ensemble.oof import dev_folds, out_of_fold
+from multimodal.ensemble.oof import dev_folds, out_of_fold, train_once
 from multimodal.ensemble.stacking import Stacker
 from multimodal.training.metrics import classification_metrics
-
-
-def _train_once(train_fn, cfg, run_dir, show_progress):
-    if not os.path.exists(os.path.join(run_dir, "summary.json")):  # finished runs are kept
-        resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
-        train_fn(cfg, run_dir, resume=resume, show_progress=show_progress)
 
 
 def build_stacking(cfg: Config, workdir: str, folds: int = 5, seed: int = 0,
@@ -34,13 +27,12 @@ def build_stacking(cfg: Config, workdir: str, folds: int = 5, seed: int = 0,
     from multimodal.training.trainer import train
 
     full = os.path.join(workdir, "full")
-    _train_once(train, cfg, full, show_progress)
+    train_once(train, cfg, full, show_progress)
     table = load_table(cfg.data)
     base = pd.read_csv(os.path.join(full, "split.csv"), dtype=str)
     fold_table = dev_folds(table, base, folds, seed)
     fold_table.to_csv(os.path.join(workdir, "folds.csv"), index=False)
-    oof = out_of_fold(cfg, fold_table, workdir,
-                      lambda c, d, **kw: _train_once(train, c, d, show_progress), show_progress)
+    oof = out_of_fold(cfg, fold_table, workdir, train, show_progress)
     classes = list(oof.columns[oof.columns.str.startswith("prob_")].str[5:])
     encoder = MetadataEncoder.load(os.path.join(full, "metadata_encoder.json"))
     manifest = {"kind": "stacking", "classes": classes, "members": ["full"],
@@ -79,7 +71,7 @@ def build_late_fusion(members: list[str], out_dir: str, class_balanced: bool = T
     labels = frames[0]["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     probs = [f[prob_columns(classes)].to_numpy() for f in frames]
     weights = fit_weights(probs, labels, class_balanced)
-    fused = prediction_frame(frames[0], classes, np.tensordot(weights, np.stack(probs), 1))
+    fused = prediction_frame(frames[0], classes, combine(probs, weights))
     summary = {"val_members": [classification_metrics(labels, p) for p in probs],
                "val_fused": classification_metrics(labels, fused[prob_columns(classes)]
                                                    .to_numpy())}

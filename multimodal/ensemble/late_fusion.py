@@ -16,6 +16,8 @@ def fit_weights(probs: list[np.ndarray], labels: np.ndarray,
 
     Parametrised as softmax(theta), so they stay positive and sum to one.
     """
+    if len(probs) == 1:
+        return np.ones(1)
     stack = np.clip(np.stack(probs), 1e-7, 1.0)
     picked = stack[:, np.arange(len(labels)), labels]  # [members, n]
     counts = np.bincount(labels, minlength=stack.shape[2]).astype(float)
@@ -27,7 +29,7 @@ def fit_weights(probs: list[np.ndarray], labels: np.ndarray,
         w /= w.sum()
         return -(w_row * np.log(w @ picked)).sum()
 
-    best = minimize(loss, np.zeros(len(probs)), method="Nelder-Mead" if len(probs) > 1
-                    else "BFGS", options={"xatol": 1e-4, "fatol": 1e-7} if len(probs) > 1 else {})
+    best = minimize(loss, np.zeros(len(probs)), method="Nelder-Mead",
+                    options={"xatol": 1e-4, "fatol": 1e-7})
     w = np.exp(best.x - best.x.max())
     return w / w.sum()

@@ -72,7 +72,10 @@ def ensemble_predictions(directory: str, splits=("val", "test")):
     manifest = read_manifest(directory)
     classes = manifest["classes"]
     members = [_path(directory, m) for m in manifest["members"]]
-    outs = [member_predictions(m, splits) for m in members]
+    stacking = manifest["kind"] == "stacking"
+    # the stacker trained on the base validation rows: its own inner validation stands in
+    member_splits = tuple(s for s in splits if not (stacking and s == "val"))
+    outs = [member_predictions(m, member_splits) for m in members]
     for m, (_, _, member_classes) in zip(members, outs):
         if member_classes != classes:
             raise ValueError(f"member {m} has classes {member_classes}, the ensemble {classes}")
@@ -87,16 +90,15 @@ def ensemble_predictions(directory: str, splits=("val", "test")):
             probs = combine([f[prob_columns(classes)].to_numpy() for f in frames],
                             manifest["weights"])
             result[split] = prediction_frame(frames[0], classes, probs)
-    elif manifest["kind"] == "stacking":
+    elif stacking:
         encoder = MetadataEncoder.load(_path(directory, manifest["metadata_encoder"]))
         stacker = Stacker.load(_path(directory, manifest["stacker"]), classes, manifest["columns"])
         for split, preds in outs[0][0].items():
-            if split == "val":  # the stacker trained on these rows: use its inner validation
-                result[split] = pd.read_csv(_path(directory, manifest["val_predictions"]),
-                                            dtype={"image_id": str, "group_id": str})
-                continue
             X = stacker_inputs(preds, inputs.table_frame, encoder, manifest)
             result[split] = prediction_frame(preds, classes, stacker.predict_proba(X))
+        if "val" in splits:
+            result["val"] = pd.read_csv(_path(directory, manifest["val_predictions"]),
+                                        dtype={"image_id": str, "group_id": str})
     else:
         raise ValueError(f"unknown ensemble kind {manifest['kind']!r}")
     return result, inputs, classes

@@ -43,6 +43,13 @@ def check_out_of_fold(predicted_ids, split: pd.DataFrame, fold: int) -> None:
                            f"{leaked[0]}) come from a model that trained on those rows")
 
 
+def train_once(train_fn, cfg: Config, run_dir: str, show_progress: bool = True) -> None:
+    """Train a member unless its run finished; resume one that was interrupted."""
+    if not os.path.exists(os.path.join(run_dir, "summary.json")):
+        resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
+        train_fn(cfg, run_dir, resume=resume, show_progress=show_progress)
+
+
 def out_of_fold(cfg: Config, folds: pd.DataFrame, workdir: str, train_fn,
                 show_progress: bool = True) -> pd.DataFrame:
     """Train one member per fold under workdir/fold_k and gather its fold's predictions.
@@ -57,9 +64,7 @@ def out_of_fold(cfg: Config, folds: pd.DataFrame, workdir: str, train_fn,
         if not os.path.exists(split_path):
             save_split(split, split_path)
         cfg_k = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, split_file=split_path))
-        if not os.path.exists(os.path.join(run_dir, "summary.json")):
-            resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
-            train_fn(cfg_k, run_dir, resume=resume, show_progress=show_progress)
+        train_once(train_fn, cfg_k, run_dir, show_progress)
         preds = member_predictions(run_dir, splits=("test",))[0]["test"]
         check_out_of_fold(preds["image_id"], pd.read_csv(split_path, dtype=str), k)
         parts.append(preds.assign(fold=k))

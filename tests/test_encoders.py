@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
-from multimodal.models import Classifier, create_encoder
+from multimodal.models import ENCODERS, Classifier, create_encoder
 from multimodal.models.layers import DepthwiseConv
 
 # name -> (small options for fast tests, input size)
@@ -35,6 +35,11 @@ def test_full_size_output_shape(name):
     enc.eval()
     out = jax.eval_shape(lambda x: enc(x), jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32))
     assert out.shape == (2, FULL_EMBED[name]) and enc.embed_dim == FULL_EMBED[name]
+    hash(nnx.graphdef(enc))  # the trainer's jit takes the graph definition as a static argument
+
+
+def test_every_registered_encoder_is_tested():
+    assert set(ENCODERS) - {"small_cnn", "small_cnn_bn"} == set(FAMILIES)
 
 
 # one per family: Lite1/2 are Lite0's code with other multipliers

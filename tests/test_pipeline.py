@@ -137,6 +137,21 @@ def test_batch_contents_and_metadata_mask(prepared):
     assert np.abs(example["image"]).max() <= 1.0  # minus1_1 normalisation
 
 
+def test_metadata_only_loader_skips_pixels(prepared, monkeypatch):
+    _, _, out, manifest = prepared
+    with_images, _ = _loader(out, manifest)
+    meta_only, _ = _loader(out, manifest, images=False)
+
+    def no_decoding(data):
+        raise AssertionError("a metadata-only loader decoded an image")
+
+    monkeypatch.setattr(pipeline, "decode", no_decoding)
+    b = meta_only((0, 3))
+    assert b["image"].shape == (1, 1, 3)
+    np.testing.assert_array_equal(b["metadata"], with_images.metadata[3])
+    assert b["image_id"] == prepare.split_frame(meta_only.source, manifest)["image_id"].iloc[3]
+
+
 def test_class_conditional_augmentation(prepared):
     _, _, out, manifest = prepared
     loader, labels = _loader(out, manifest, ops=[{"flip_h": {"p": 1.0}}], augment_classes=["df"])

@@ -102,7 +102,7 @@ class ExampleLoader:
     def __init__(self, source, classes, encoder: MetadataEncoder, metadata_kinds: dict,
                  ops, image_size: int, normalizer: Normalizer, train: bool, seed: int,
                  augment_classes=None, image_dtype=np.float32, n_valid: int | None = None,
-                 features: np.ndarray | None = None):
+                 features: np.ndarray | None = None, images: bool = True):
         self.source, self.classes, self.encoder = source, list(classes), encoder
         self.metadata_kinds = dict(metadata_kinds)
         self.ops, self.image_size, self.normalizer = parse_ops(ops), image_size, normalizer
@@ -110,6 +110,8 @@ class ExampleLoader:
         if features is not None and len(features) != len(source):
             raise ValueError(f"{len(features)} cached feature rows for {len(source)} records")
         self.features = features  # [N, views, ...]: replaces the decoded image
+        # A metadata-only model never reads pixels: skip decoding, carry a 1x1 placeholder.
+        self.images = images
         self.n_valid = len(source) if n_valid is None else n_valid
         self.augment_labels = (None if augment_classes is None else
                                {self.classes.index(c) for c in augment_classes})
@@ -128,6 +130,8 @@ class ExampleLoader:
         if self.features is not None:  # a random cached view in training (flips), else view 0
             views = self.features[row]
             image = views[int(rng.integers(len(views))) if rng is not None else 0]
+        elif not self.images:
+            image = np.zeros((1, 1, 3), np.float32)
         else:
             augment = self.train and (self.augment_labels is None or
                                       record["label"] in self.augment_labels)

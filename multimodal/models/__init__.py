@@ -8,7 +8,9 @@ from flax import nnx
 from multimodal.config import expand
 
 from multimodal.models.fusion import Classifier
-from multimodal.models.registry import ENCODERS, create_encoder
+from multimodal.models.registry import ENCODERS, _register_families, create_encoder
+
+_register_families()  # ENCODERS lists every family from the first import on
 
 __all__ = ["Classifier", "ENCODERS", "build_model", "create_encoder"]
 

@@ -52,7 +52,7 @@ class Mixed(nnx.Module):
         # Inception-E branches end in a 1x3 and a 3x1 side by side
         self.tails = nnx.List([nnx.List([ConvBN(self.branches[i].out, c, k, dtype=dtype, rngs=rngs)
                                          for c, k in tails]) for i, tails in (split_tails or [])])
-        self.tail_index = [i for i, _ in (split_tails or [])]
+        self.tail_index = tuple(i for i, _ in (split_tails or []))  # static: hashable
         self.pool = pool
         self.pool_conv = ConvBN(cin, pool_out, (1, 1), dtype=dtype, rngs=rngs) if pool == "avg" \
             else None

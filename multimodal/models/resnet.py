@@ -18,7 +18,7 @@ def _bn(ch, dtype, rngs):
 
 
 def _conv(cin, cout, k, stride, dtype, rngs):
-    return Conv(cin, cout, (k, k), (stride, stride), padding=[(k // 2, k // 2)] * 2,
+    return Conv(cin, cout, (k, k), (stride, stride), padding=((k // 2, k // 2),) * 2,
                     use_bias=False, dtype=dtype, rngs=rngs)
 
 

@@ -89,4 +89,5 @@ def example_loader(cfg: Config, inputs: Inputs, split: str, train: bool,
         inputs.sources[split], inputs.classes, inputs.encoder, inputs.manifest["metadata"], ops,
         cfg.data.image_size, inputs.normalizer, train=train, seed=cfg.train.seed,
         augment_classes=cfg.data.augment_classes, features=features,
+        images=cfg.modality != "meta",
         image_dtype=jnp.bfloat16 if cfg.model.dtype == "bfloat16" else np.float32)

@@ -49,7 +49,6 @@ def loss_fn(spec: LossSpec, logits, batch, class_w):
     return losses.cross_entropy(logits, batch["label"], **kwargs)
 
 
-@partial(nnx.jit, static_argnums=0)
 def train_step(spec: LossSpec, model, optimizer, batch, key, class_w):
     step_key = jax.random.fold_in(key, optimizer.step[...])
 
@@ -63,6 +62,35 @@ def train_step(spec: LossSpec, model, optimizer, batch, key, class_w):
     optimizer.update(model, grads, value=loss)
     accuracy = (logits.argmax(-1) == batch["label"]).mean()
     return loss, accuracy
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _pure_step(graphdef, spec, state, batch, key, class_w):
+    model, optimizer = nnx.merge(graphdef, state)
+    loss, accuracy = train_step(spec, model, optimizer, batch, key, class_w)
+    return nnx.state((model, optimizer)), loss, accuracy
+
+
+class Stepper:
+    """`train_step` jitted over the split (model, optimizer) state.
+
+    nnx.jit walks the Python object graph on every call: about 40 ms a step for a
+    Lite0-sized model on CPU, most of a step when heads train on cached features
+    (benchmarks/step_overhead.py). Splitting once leaves jax.jit only the arrays to pass;
+    `sync` writes them back into the objects before anything else reads them.
+    """
+
+    def __init__(self, model, optimizer):
+        self.model, self.optimizer = model, optimizer
+        self.graphdef, self.state = nnx.split((model, optimizer))
+
+    def __call__(self, spec: LossSpec, batch, key, class_w):
+        self.state, loss, accuracy = _pure_step(self.graphdef, spec, self.state, batch, key,
+                                                class_w)
+        return loss, accuracy
+
+    def sync(self):
+        nnx.update((self.model, self.optimizer), self.state)
 
 
 def end_epoch(cfg, model, val_data, mesh, val_labels, progress, running, rate,
@@ -159,6 +187,7 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
     state = jax.device_put(nnx.state((model, optimizer)), mesh_lib.replicated(mesh))
     nnx.update((model, optimizer), state)
 
+    stepper = Stepper(model, optimizer)
     iterator = iter(train_data)
     if progress["iterator"]:
         iterator.set_state(json.loads(progress["iterator"]))
@@ -182,8 +211,7 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
         seen, t0 = 0, time.perf_counter()
         while progress["step"] < total_steps and progress["stopped"] is None:
             batch = next(iterator)
-            loss, acc = train_step(spec, model, optimizer, mesh_lib.shard_batch(batch, mesh),
-                                   key, class_w)
+            loss, acc = stepper(spec, mesh_lib.shard_batch(batch, mesh), key, class_w)
             progress["step"] += 1
             running = running + jnp.stack([loss, acc, 1.0])
             seen += cfg.data.batch_size
@@ -192,6 +220,7 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
                                 img_s=f"{seen / (time.perf_counter() - t0):.0f}")
             bar.update(1)
             if progress["step"] % steps_per_epoch == 0 or progress["step"] == total_steps:
+                stepper.sync()
                 ema = ema_weights(optimizer)
                 record = end_epoch(cfg, model, val_data, mesh, inputs.labels("val"), progress,
                                    running, seen / (time.perf_counter() - t0), steps_per_epoch, ema)
@@ -205,13 +234,16 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
                         f.writelines(json.dumps(r) + "\n" for r in progress["history"])
             elif cfg.train.checkpoint_every_steps and \
                     progress["step"] % cfg.train.checkpoint_every_steps == 0:
+                stepper.sync()
                 ckpt.save(progress["step"], model, optimizer, snapshot())
     except KeyboardInterrupt:
+        stepper.sync()
         ckpt.save(progress["step"], model, optimizer, snapshot())
         ckpt.wait()
         print(f"\ninterrupted: saved step {progress['step']}; continue with --resume", flush=True)
         raise
     finally:
+        stepper.sync()
         bar.close()
         board.close()
         signal.signal(signal.SIGTERM, previous)

@@ -29,27 +29,20 @@ def jax_step_fn(name, batch, size, dtype):
     from flax import nnx
 
     from multimodal.models import Classifier
+    from multimodal.training.trainer import LossSpec, Stepper
 
     model = Classifier(7, "image", encoder=name, encoder_options={"dropout": 0.0}, dropout=0.0,
                        rngs=nnx.Rngs(0),
                        dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32)
-    opt = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
+    stepper = Stepper(model, nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param))
     rng = np.random.default_rng(0)
-    images = jnp.asarray(rng.normal(size=(batch, size, size, 3)), dtype)
-    labels = jnp.asarray(rng.integers(0, 7, batch))
-    empty = jnp.zeros((batch, 0))
-
-    @nnx.jit
-    def step(model, opt):
-        def loss(model):
-            logits = model(images, empty, jnp.zeros(batch))
-            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-        value, grads = nnx.value_and_grad(loss)(model)
-        opt.update(model, grads)
-        return value
-
+    data = {"image": jnp.asarray(rng.normal(size=(batch, size, size, 3)), dtype),
+            "label": jnp.asarray(rng.integers(0, 7, batch)), "metadata": jnp.zeros((batch, 0)),
+            "metadata_mask": jnp.zeros(batch)}
+    spec, key, class_w = LossSpec("cross_entropy", 0.0, 2.0), jax.random.key(0), jnp.ones(7)
     params = sum(x.size for x in jax.tree.leaves(nnx.state(model.encoder, nnx.Param)))
-    return lambda: step(model, opt).block_until_ready(), params
+    # the trainer's own step (loss, AdamW update), as train.py runs it
+    return lambda: stepper(spec, data, key, class_w)[0].block_until_ready(), params
 
 
 def torch_step_fn(name, batch, size):

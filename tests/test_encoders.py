@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from multimodal.models import ENCODERS, Classifier, create_encoder
+from multimodal.models.efficientnet_lite import fold_batchnorm
 from multimodal.models.layers import DepthwiseConv
 
 # name -> (small options for fast tests, input size)
@@ -79,6 +80,24 @@ def test_shifted_depthwise_matches_grouped_convolution(stride, kernel, size):
                     use_bias=False, rngs=nnx.Rngs(1))
     shift.kernel[...] = conv.kernel[...]
     np.testing.assert_allclose(shift(x), conv(x), atol=1e-5)
+
+
+def test_batchnorm_folding_keeps_the_lite_forward():
+    enc = create_encoder("efficientnet_lite0", width=0.25, depth=0.5, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    for path, var in nnx.iter_graph(enc):  # statistics and affine terms far from the identity
+        if isinstance(var, nnx.BatchNorm):
+            n = var.mean.shape
+            var.mean[...] = rng.normal(size=n)
+            var.var[...] = rng.uniform(0.2, 3, size=n)
+            var.scale[...] = rng.uniform(0.5, 2, size=n)
+            var.bias[...] = rng.normal(size=n)
+    enc.eval()
+    folded = fold_batchnorm(enc)
+    x = jnp.asarray(rng.normal(size=(2, 32, 32, 3)), jnp.float32)
+    assert not any(isinstance(v, nnx.BatchNorm) for _, v in nnx.iter_graph(folded))
+    np.testing.assert_allclose(folded(x), enc(x), rtol=1e-4, atol=1e-4)
+    assert np.abs(np.asarray(enc(x))).max() > 0.1  # not a vacuous match of zeros
 
 
 def test_inception_rejects_small_inputs():

@@ -120,6 +120,41 @@ class EfficientNetLite(nnx.Module):
         return self.head(self.features(x), rngs=rngs)
 
 
+class _Shift(nnx.Module):
+    """What a BatchNorm leaves behind once folded into the convolution before it."""
+
+    def __init__(self, bias):
+        self.bias = nnx.Param(bias)
+
+    def __call__(self, x):
+        return x + self.bias[...].astype(x.dtype)
+
+
+def fold_batchnorm(encoder: EfficientNetLite) -> EfficientNetLite:
+    """An inference-only copy with every BatchNorm folded into its convolution's kernel.
+
+    BN(conv(x, W)) = conv(x, W * s) + (beta - mean * s), s = gamma / sqrt(var + eps),
+    per output channel (the kernels' last axis, depthwise ones included).
+    """
+    folded = nnx.clone(encoder)
+    folded.eval()
+
+    def fold(conv, owner, name):
+        bn = getattr(owner, name)
+        scale = bn.scale[...] / jnp.sqrt(bn.var[...] + bn.epsilon)
+        conv.kernel.value = conv.kernel[...] * scale
+        setattr(owner, name, _Shift(bn.bias[...] - bn.mean[...] * scale))
+
+    fold(folded.conv_stem.conv, folded, "bn0")
+    for block in folded.blocks:
+        if block.expand_conv is not None:
+            fold(block.expand_conv.conv, block, "bn0")
+        fold(block.depthwise_conv, block, "bn1")
+        fold(block.project_conv.conv, block, "bn2")
+    fold(folded.conv_head.conv, folded, "bn1")
+    return folded
+
+
 def _factory(variant):
     def build(*, dtype=jnp.float32, rngs, dropout=None, width=None, depth=None,
               depthwise_impl="shift"):

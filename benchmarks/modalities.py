@@ -5,13 +5,16 @@
 
 Runs scripts/train.py and scripts/evaluate.py for each modality with the same
 config, split and seed, and tabulates test balanced accuracy, macro AUC,
-accuracy and melanoma recall with group-bootstrap 95% intervals.
+accuracy and melanoma recall with group-bootstrap 95% intervals, and the training
+wall time (data preparation included), epochs run and median training images/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -47,15 +50,20 @@ def main():
         run("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
         row, result = evaluation_row(modality, os.path.join(workdir, "eval", "metrics.json"),
                                      train_s / 60)
-        rows.append(row)
-        data[modality] = {**result, "train_seconds": train_s}
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            history = [json.loads(line) for line in f]
+        rate = statistics.median(r["images_per_s"] for r in history)
+        rows.append(f"{row} {len(history)} | {rate:.1f} |")
+        data[modality] = {**result, "train_seconds": train_s, "epochs": len(history),
+                          "median_train_images_per_s": rate}
         print(rows[-1], flush=True)
     first = next(iter(data.values()))
     lines = [f"# Modalities on one grouped split ({args.config}, overrides {args.set or 'none'})", "",
              f"Test split: {first['n_images']} images of {first['n_groups']} groups. Intervals: "
              "95% bootstrap over groups (1000 resamples). Same split, seed and schedule for all rows.",
              "", "| modality | balanced accuracy | macro AUC | accuracy | melanoma recall | "
-             "train minutes |", "| --- | --- | --- | --- | --- | ---: |", *rows]
+             "train minutes | epochs | train img/s (median) |",
+             "| --- | --- | --- | --- | --- | ---: | ---: | ---: |", *rows]
     path = write_result(args.name, "\n".join(lines), data)
     print("\n".join(lines))
     print(f"-> {path}")

@@ -5,10 +5,14 @@
 Same run, same random images: our JAX Lite0 encoder (eval mode, jitted) with the
 depthwise convolution written as k*k shifted multiply-adds (`shift`, the default) or
 as XLA's grouped convolution (`grouped`, feature_group_count = channels), `shift` with
-every BatchNorm folded into its convolution (`shift_folded`), against the
-same architecture in torch (eval, inference_mode, all cores). Median of `--repeats`
-timings after a warm-up (the JAX warm-up includes compilation). The two JAX
-formulations are checked to agree on the same weights before timing.
+every BatchNorm folded into its convolution (`shift_folded`, what extract_features.py
+runs), against the same architecture in torch (eval, inference_mode, all cores).
+Median of `--repeats` timings after a warm-up (the JAX warm-up includes compilation).
+The JAX formulations are checked to agree on the same ImageNet weights before timing.
+
+`--extract CONFIG` also times scripts/extract_features.py over the whole dataset of
+CONFIG into a fresh root (removed afterwards); `--extract-set` passes overrides, e.g.
+an existing `data.prepared_dir` so only the encoder pass is timed.
 """
 
 from __future__ import annotations
@@ -58,14 +62,41 @@ def torch_forward(batch, size, threads):
     return run
 
 
+def time_extraction(args) -> dict:
+    import json
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    root_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = tempfile.mkdtemp(prefix="feature-extraction-")
+    try:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "scripts/extract_features.py", "--config", args.extract,
+                        "--root", root, "--batch-size", str(args.extract_batch), "--no-progress",
+                        *[x for s in args.extract_set for x in ("--set", s)]],
+                       cwd=root_dir, check=True)
+        seconds = time.perf_counter() - t0
+        (cache,) = os.listdir(os.path.join(root, "features"))
+        with open(os.path.join(root, "features", cache, "key.json")) as f:
+            images = json.load(f)["shape"][0]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"images": images, "seconds": seconds, "images_per_s": images / seconds}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--impls", nargs="+", default=["shift", "shift_folded", "grouped"])
+    parser.add_argument("--impls", nargs="+", default=["shift_folded", "shift", "grouped"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--name", default="feature_extraction_cpu")
+    parser.add_argument("--extract", metavar="CONFIG", help="also time a full extraction")
+    parser.add_argument("--extract-set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--extract-batch", type=int, default=8)
     args = parser.parse_args()
     import jax
     import torch
@@ -116,6 +147,13 @@ def main():
              "Best batch each: " + ", ".join(f"{k} {v:.1f} img/s" for k, v in best.items())
              + f"; JAX {args.impls[0]} / torch at their best batches: "
              f"{best['jax_' + args.impls[0]] / best['torch']:.2f}."]
+    if args.extract:
+        data["extraction"] = time_extraction(args)
+        e = data["extraction"]
+        lines += ["", f"Whole dataset: `scripts/extract_features.py --config {args.extract}` "
+                  f"(batch {args.extract_batch}, overrides {args.extract_set or 'none'}) cached "
+                  f"{e['images']} images in {e['seconds'] / 60:.1f} min ({e['images_per_s']:.1f} "
+                  "img/s, reading and decoding included)."]
     path = write_result(args.name, "\n".join(lines), data)
     print("\n".join(lines))
     print(f"-> {path}")

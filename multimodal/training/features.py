@@ -99,6 +99,8 @@ def extract_features(cfg: Config, root: str, block: int | None = None, tta: bool
     if os.path.exists(os.path.join(path, "key.json")):
         return path, "reused"
 
+    if hasattr(encoder, "folded"):  # an inference-only form (the key holds the plain weights)
+        encoder = encoder.folded()
     mesh = mesh_lib.make_mesh()
     nnx.update(encoder, jax.device_put(nnx.state(encoder), mesh_lib.replicated(mesh)))
     batch = batch_size or cfg.data.batch_size

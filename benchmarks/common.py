@@ -6,10 +6,17 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+
+
+def run_script(*args: str) -> None:
+    """Run a repo script (e.g. "scripts/train.py", ...) with this Python, from the repo root."""
+    subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
 
 
 def median_time(fn, repeats: int = 3, warmup: int = 1) -> tuple[float, list[float]]:

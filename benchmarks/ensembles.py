@@ -18,19 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import evaluation_row, write_result  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(*args):
-    subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
-
+from common import evaluation_row, run_script, write_result  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
@@ -55,29 +47,29 @@ def main():
         workdir = os.path.join(args.out, modality.replace("+", "_"))
         t0 = time.perf_counter()
         if not os.path.exists(os.path.join(workdir, "summary.json")):
-            run("scripts/train.py", "--config", args.config, "--modality", modality,
-                "--features", args.features, "--workdir", workdir, "--no-progress", *shared)
+            run_script("scripts/train.py", "--config", args.config, "--modality", modality,
+                       "--features", args.features, "--workdir", workdir, "--no-progress", *shared)
         runs[f"{modality} (heads on frozen features)"] = workdir
         seconds[workdir] = time.perf_counter() - t0
     fusion = os.path.join(args.out, "late_fusion")
     t0 = time.perf_counter()
-    run("scripts/late_fusion.py", "--members", runs["image (heads on frozen features)"],
-        runs["meta (heads on frozen features)"], "--out", fusion)
+    run_script("scripts/late_fusion.py", "--members", runs["image (heads on frozen features)"],
+               runs["meta (heads on frozen features)"], "--out", fusion)
     runs["late fusion of image + meta (weights on val)"] = fusion
     seconds[fusion] = time.perf_counter() - t0
     stack = os.path.join(args.out, "stacking")
     t0 = time.perf_counter()
-    run("scripts/stack.py", "--config", args.config, "--modality", "image", "--features",
-        args.features, "--workdir", stack, "--folds", str(args.folds), "--no-progress",
-        *[x for s in args.set + args.stack_set for x in ("--set", s)],
-        "--set", f"data.split_file={os.path.join(args.root, 'split.csv')}")
+    run_script("scripts/stack.py", "--config", args.config, "--modality", "image", "--features",
+               args.features, "--workdir", stack, "--folds", str(args.folds), "--no-progress",
+               *[x for s in args.set + args.stack_set for x in ("--set", s)],
+               "--set", f"data.split_file={os.path.join(args.root, 'split.csv')}")
     label = f"XGBoost stacking: {args.folds}-fold OOF image probs + lesion context + metadata"
     runs[label + (f" (members: {', '.join(args.stack_set)})" if args.stack_set else "")] = stack
     seconds[stack] = time.perf_counter() - t0
 
     rows, data = [], {}
     for label, workdir in runs.items():
-        run("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
+        run_script("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
         row, result = evaluation_row(label, os.path.join(workdir, "eval", "metrics.json"),
                                      seconds[workdir] / 60)
         rows.append(row)

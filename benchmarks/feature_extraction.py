@@ -33,13 +33,12 @@ def jax_forward(impl, batch, size, seed=0):
     from flax import nnx
 
     from multimodal.models import create_encoder
-    from multimodal.models.efficientnet_lite import fold_batchnorm
 
     base, _, fold = impl.partition("_")
     encoder = create_encoder("efficientnet_lite0", depthwise_impl=base, rngs=nnx.Rngs(seed))
     encoder.eval()
     if fold:  # "shift_folded": BatchNorm folded into the kernels
-        encoder = fold_batchnorm(encoder)
+        encoder = encoder.folded()
     images = jnp.asarray(np.random.default_rng(0).normal(size=(batch, size, size, 3)),
                          jnp.float32)
     forward = nnx.jit(lambda m, x: m(x))
@@ -99,12 +98,10 @@ def main():
     import torch
 
     threads = os.cpu_count()
-    # correctness first: both formulations on the same (ImageNet) weights and real photos
+    # correctness first: the formulations on the same (ImageNet) weights and real photos
     from skimage import data as photos
 
     from multimodal.models.pretrained import load_pretrained_encoder
-
-    from multimodal.models.efficientnet_lite import fold_batchnorm
 
     _, enc, _ = jax_forward("shift", 2, args.size)
     grouped = jax_forward("grouped", 2, args.size)[1]
@@ -114,7 +111,7 @@ def main():
                   for p in (photos.chelsea(), photos.coffee())])
     a = np.asarray(enc(x))
     diffs = {name: float(np.abs(a - np.asarray(module(x))).max())
-             for name, module in (("grouped", grouped), ("shift_folded", fold_batchnorm(enc)))}
+             for name, module in (("grouped", grouped), ("shift_folded", enc.folded()))}
     print(f"max |diff| against shift: {diffs} (embedding std {a.std():.3f})", flush=True)
 
     rows, data = [], {"max_abs_diff_vs_shift": diffs, "results": []}

@@ -33,7 +33,6 @@ def steppers(name: str, batch: int, meta_dim: int = 20):
 
     def fresh():
         model = Classifier(7, "image+meta", meta_dim=meta_dim, encoder=name, rngs=nnx.Rngs(0))
-        model.features_from = "pooled"
         return model, nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
 
     rng = np.random.default_rng(0)
@@ -43,12 +42,12 @@ def steppers(name: str, batch: int, meta_dim: int = 20):
                     "metadata": jnp.asarray(rng.normal(size=(batch, meta_dim)), jnp.float32),
                     "metadata_mask": jnp.ones(batch), "label": jnp.asarray(rng.integers(0, 7, batch))}
     spec, key, class_w = LossSpec("cross_entropy", 0.0, 2.0), jax.random.key(0), jnp.ones(7)
-    graph_jit = nnx.jit(train_step, static_argnums=0)
+    graph_jit = nnx.jit(train_step, static_argnums=(0, 6))
     model, opt = fresh()
-    stepper = Stepper(*fresh())
+    stepper = Stepper(*fresh(), features_from="pooled")
 
     def run_graph():
-        graph_jit(spec, model, opt, batch_arrays, key, class_w)[0].block_until_ready()
+        graph_jit(spec, model, opt, batch_arrays, key, class_w, "pooled")[0].block_until_ready()
 
     def run_split():
         stepper(spec, batch_arrays, key, class_w)[0].block_until_ready()

@@ -6,15 +6,17 @@ the tests and by `--smoke`). Command-line `--set section.key=value` overrides
 are parsed as YAML values. Unknown keys and values of the wrong type are
 reported before any work starts.
 
-`${VAR}` in strings expands from the environment; `MULTIMODAL_DATA` defaults to
-`../shared/data` and `MULTIMODAL_SAMPLE` to the bundled HAM10000 sample.
+`${VAR}` in strings expands from the environment once, when the config is loaded
+(`MULTIMODAL_DATA` defaults to `../shared/data`, `MULTIMODAL_SAMPLE` to the bundled
+HAM10000 sample), so a run's saved config.yaml holds the paths it really used and no
+other module expands anything. This module is the base of the package: it imports none
+of it but the errors, and it owns the modality and fusion choices.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,11 +24,20 @@ from typing import Any
 
 import yaml
 
-from multimodal.data.sample import SAMPLE_DIR
+from multimodal.errors import ConfigError, RunError
 
-
-class ConfigError(ValueError):
-    pass
+# The bundled sample (multimodal/data/sample); named here so the config needs no data code.
+SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "sample",
+                          "ham10000")
+MODALITIES = ("image", "meta", "image+meta")
+FUSIONS = ("concat", "film", "logit")
+# classification: one label per image; segmentation: a lesion mask per image (U-Net, images only)
+TASKS = ("classification", "segmentation")
+# the losses and early-stopping metrics of each task (train.loss, train.early_stop_metric)
+TASK_LOSSES = {"classification": ("cross_entropy", "focal"),
+               "segmentation": ("bce", "dice", "bce_dice")}
+TASK_METRICS = {"classification": ("balanced_accuracy", "macro_auc", "accuracy", "weighted_f1"),
+                "segmentation": ("dice", "iou")}
 
 
 @dataclass
@@ -37,13 +48,20 @@ class DataConfig:
     verify: str = "exists"  # decode | exists | none
     split_file: str | None = None  # reuse a saved split; else one is made and saved
     split_by: str = "group"  # group | image (image-level leaks; reproduction only)
+    fold: int | None = None  # K-fold run k: fold k = test, fold (k+1) mod K = val, rest = train
+    folds: int = 5  # K when data.fold is set without a split file (grouped folds are made)
     val: float = 0.15
     test: float = 0.15
     split_seed: int = 0
     stratify: list = field(default_factory=lambda: ["label"])
+    # bin edges of numeric stratify columns, e.g. {fitzpatrick: [0, 2, 4, 6]}: I-II/III-IV/V-VI
+    stratify_bins: dict | None = None
     metadata: list | None = None  # feature columns; None = all the source declares
     image_size: int = 64
-    prepared_dir: str | None = None  # ArrayRecord cache; default <workdir>/prepared
+    # picture -> image_size square, everywhere (multimodal/data/geometry.py): crop (short side,
+    # random/centre square) | squash (whole picture stretched) | pad (letterbox, black bars)
+    geometry: str = "crop"
+    prepared_dir: str | None = None  # ArrayRecord cache; default: the shared store (content-keyed)
     augment: list = field(default_factory=lambda: ["flip_h", "flip_v"])
     augment_classes: list | None = None  # augment only these classes; None = all
     normalize: str = "dataset"  # dataset | imagenet | minus1_1
@@ -97,28 +115,69 @@ class TrainConfig:
 @dataclass
 class Config:
     name: str = "run"
+    task: str = "classification"  # classification | segmentation (a mask per image; image only)
     modality: str = "image+meta"  # image | meta | image+meta
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def uses_image(self) -> bool:
+        return self.modality in ("image", "image+meta")
+
+    @property
+    def uses_meta(self) -> bool:
+        return self.modality in ("meta", "image+meta")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 CHOICES = {
-    "modality": ("image", "meta", "image+meta"),
+    "task": TASKS,
+    "modality": MODALITIES,
     "data.on_missing": ("error", "drop"),
     "data.verify": ("decode", "exists", "none"),
     "data.split_by": ("group", "image"),
+    "data.geometry": ("crop", "squash", "pad"),
     "data.normalize": ("dataset", "imagenet", "minus1_1"),
     "data.resample": (None, "random", "smote", "adasyn"),
-    "model.fusion": ("concat", "film", "logit"),
+    "model.fusion": FUSIONS,
     "model.dtype": ("float32", "bfloat16"),
     "train.optimizer": ("adam", "adamw", "sgd", "rmsprop", "nadam"),
     "train.schedule": ("cosine", "constant", "step", "plateau"),
-    "train.loss": ("cross_entropy", "focal"),
+    "train.loss": TASK_LOSSES["classification"] + TASK_LOSSES["segmentation"],
+    "train.early_stop_metric": TASK_METRICS["classification"] + TASK_METRICS["segmentation"],
 }
+
+
+# Inclusive bounds (None: unbounded); `>0` marks a bound that excludes zero.
+RANGES = {
+    "data.val": (0.0, 0.9), "data.test": (0.0, 0.9), "data.image_size": (8, 4096),
+    "data.batch_size": (1, None), "data.workers": (0, 64), "data.balance_alpha": (0.0, 1.0),
+    "model.dropout": (0.0, 0.95), "model.modality_dropout": (0.0, 1.0),
+    "train.epochs": (1, None), "train.max_steps": (1, None), "train.learning_rate": (">0", 10.0),
+    "train.weight_decay": (0.0, None), "train.warmup_epochs": (0.0, None),
+    "train.clip_norm": (">0", None), "train.label_smoothing": (0.0, 0.99),
+    "train.focal_gamma": (0.0, None), "train.checkpoint_every_steps": (1, None),
+    "train.freeze_encoder_epochs": (0, None), "train.finetune_lr_scale": (0.0, None),
+    "train.ema_decay": (">0", 0.99999), "train.patience": (1, None), "train.keep_best": (1, None),
+    "train.log_every": (1, None), "data.fold": (0, None), "data.folds": (3, 50),
+}
+
+
+def _check_range(path: str, value) -> None:
+    if path not in RANGES or value is None:
+        return
+    low, high = RANGES[path]
+    positive = low == ">0"
+    low = 0 if positive else low
+    if (value <= low if positive else low is not None and value < low) or \
+            (high is not None and value > high):
+        bound = f"> {low}" if positive else f">= {low}" if high is None else f"in [{low}, {high}]"
+        if positive and high is not None:
+            bound = f"in ({low}, {high}]"
+        raise ConfigError(f"{path}: {value!r} is out of range (must be {bound})")
 
 
 def _check_type(path: str, value: Any, hint) -> Any:
@@ -161,6 +220,7 @@ def _build(cls, data: dict, prefix: str = ""):
             kwargs[name] = _build(hint, value, f"{prefix}{name}.")
         else:
             kwargs[name] = _check_type(prefix + name, value, hint)
+            _check_range(prefix + name, kwargs[name])
             allowed = CHOICES.get(prefix + name)
             if allowed and kwargs[name] not in allowed:
                 raise ConfigError(f"{prefix}{name}: {value!r} is not one of {list(allowed)}")
@@ -185,7 +245,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(path: str | None = None, overrides=(), smoke: bool = False,
-                modality: str | None = None) -> Config:
+                modality: str | None = None, task: str | None = None) -> Config:
     """Read a YAML config, apply smoke overrides, then `key=value` overrides, and check it."""
     tree: dict = {}
     if path:
@@ -202,23 +262,81 @@ def load_config(path: str | None = None, overrides=(), smoke: bool = False,
         _set_path(tree, key, value)
     if modality:
         tree["modality"] = modality
-    return _build(Config, tree)
+    if task:
+        tree["task"] = task
+    return config_from_dict(tree)
+
+
+def config_from_dict(tree: dict) -> Config:
+    """A checked `Config` from a mapping (a parsed YAML file), `${VAR}` paths expanded."""
+    cfg = _build(Config, expand(tree))
+    _check_task(cfg)
+    if cfg.data.val + cfg.data.test >= 0.95:
+        raise ConfigError(f"data.val ({cfg.data.val}) + data.test ({cfg.data.test}) leave no "
+                          "training data (their sum must be below 0.95)")
+    return cfg
+
+
+def _check_task(cfg: Config) -> None:
+    """The loss and early-stopping metric must be the task's; a segmentation model sees
+    images only, so its modality is `image` whatever the file says."""
+    for key, value, allowed in (("train.loss", cfg.train.loss, TASK_LOSSES[cfg.task]),
+                                ("train.early_stop_metric", cfg.train.early_stop_metric,
+                                 TASK_METRICS[cfg.task])):
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not a {cfg.task} choice {list(allowed)}",
+                              f"--set {key}={allowed[-1] if key == 'train.loss' else allowed[0]}")
+    if cfg.task == "segmentation":
+        cfg.modality = "image"
 
 
 def config_from_cli(path: str | None, overrides=(), smoke: bool = False,
-                    modality: str | None = None, features: str | None = None) -> Config | None:
-    """`load_config` for the scripts: `--features CACHE` becomes `model.features`; a config
-    error is printed to stderr and None returned (the script then exits with 2)."""
+                    modality: str | None = None, features: str | None = None,
+                    task: str | None = None) -> Config:
+    """`load_config` for the scripts: `--features CACHE` becomes `model.features`, `--task`
+    the config's `task`."""
+    extra = [f"model.features={features}"] if features else []
+    return load_config(path, [*overrides, *extra], smoke=smoke, modality=modality, task=task)
+
+
+def load_run_config(workdir: str) -> Config:
+    """The resolved config a run directory was trained with (its config.yaml)."""
+    path = os.path.join(workdir, "config.yaml")
+    if not os.path.isdir(workdir):
+        raise RunError(f"no run directory {workdir}")
+    if not os.path.exists(path):
+        raise RunError(f"{workdir} is not a run directory: it has no config.yaml",
+                       "train one with: python scripts/train.py --config CONFIG --workdir "
+                       f"{workdir}")
     try:
-        extra = [f"model.features={features}"] if features else []
-        return load_config(path, [*overrides, *extra], smoke=smoke, modality=modality)
+        with open(path) as f:
+            tree = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise RunError(f"{path} is damaged: not valid YAML{where}",
+                       "restore it from a copy, or train the run again") from None
+    try:
+        return config_from_dict(tree or {})
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return None
+        raise RunError(f"{path} is damaged or from another version: {exc}") from None
+
+
+def config_differences(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs (`key: a -> b`)."""
+    def flat(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict) and key in ("data", "model", "train"):
+                yield from flat(value, f"{key}.")
+            else:
+                yield prefix + key, value
+    left, right = dict(flat(a.to_dict())), dict(flat(b.to_dict()))
+    return [f"{k}: {left[k]!r} -> {right[k]!r}" for k in left if left[k] != right.get(k)]
 
 
 def expand(value):
-    """Expand ${VAR} in strings (recursively), with the project's defaults."""
+    """Expand ${VAR} in strings (recursively), with the project's defaults; called by
+    `config_from_dict` only."""
     env = {"MULTIMODAL_DATA": os.environ.get("MULTIMODAL_DATA", os.path.join("..", "shared", "data")),
            "MULTIMODAL_SAMPLE": os.environ.get("MULTIMODAL_SAMPLE", SAMPLE_DIR)}
     if isinstance(value, str):

@@ -14,16 +14,18 @@ import csv
 import sys
 
 from multimodal.data.download import download_all
+from multimodal.errors import cli
 
 
+@cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--csv", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--retries", type=int, default=3)
-    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--csv", required=True, help="fitzpatrick17k.csv (md5hash, url columns)")
+    parser.add_argument("--out", required=True, help="folder for the images")
+    parser.add_argument("--workers", type=int, default=8, help="parallel downloads")
+    parser.add_argument("--retries", type=int, default=3, help="attempts per image")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     parser.add_argument("--limit", type=int, help="only the first N rows (trial runs)")
     args = parser.parse_args(argv)
     with open(args.csv, newline="") as f:

@@ -1,7 +1,16 @@
 """Evaluate a trained run or an ensemble directory; write metrics, plots and a report.
+A segmentation run (its config's `task`) gets Dice/IoU, overlays and its own report
+(multimodal/evaluation/segmentation.py).
 
     python scripts/evaluate.py --checkpoint runs/sample --out runs/sample/eval
     python scripts/evaluate.py --checkpoint runs/ham --data configs/isic2018_test.yaml --tta
+    python scripts/evaluate.py --checkpoint runs/stack --data configs/isic2018_test.yaml \
+        --set data.options.root=/data/isic2018     # ensembles too (stacking, late fusion)
+
+--data scores every row of another dataset; temperature scaling and the operating point
+are still fitted on the model's own validation rows (an ensemble's: see its manifest).
+--split val reports on the rows those are fitted on: the report and metrics.json say so
+("calibration_on_same_rows": true).
 
 Writes metrics.json, predictions.csv, confusion/ROC/reliability PNGs, saliency
 overlays of the most confident errors, report.md and a self-contained report.html.
@@ -13,34 +22,57 @@ import argparse
 import os
 import sys
 
+from multimodal.errors import ConfigError, RunError, cli
 
+
+@cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True,
                         help="a run directory from train.py, or an ensemble (manifest.json)")
     parser.add_argument("--data", help="evaluate on another dataset config (all its rows)")
-    parser.add_argument("--split", default="test", help="split of the run's own data")
-    parser.add_argument("--tta", action="store_true", help="average over the four flips")
+    parser.add_argument("--split", default="test",
+                        help="split of the run's own data: test (default), val or train")
+    parser.add_argument("--tta", action="store_true",
+                        help="average over the four flips (evaluation takes about 4x as long)")
     parser.add_argument("--out", help="output folder (default <checkpoint>/eval)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="group resamples for CIs")
-    parser.add_argument("--operating-class", default="mel")
-    parser.add_argument("--target-sensitivity", type=float, default=0.9)
+    parser.add_argument("--bootstrap", type=int, default=1000,
+                        help="group (lesion/patient) resamples for the 95%% intervals")
+    parser.add_argument("--operating-class", default="mel",
+                        help="class whose threshold is chosen on validation (default mel)")
+    parser.add_argument("--target-sensitivity", type=float, default=0.9,
+                        help="sensitivity the operating threshold aims for on validation")
     parser.add_argument("--saliency", type=int, default=6, help="errors to explain (0: none)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value of the --data config, e.g. "
+                             "data.options.root=/path/to/isic2018 (repeatable)")
     args = parser.parse_args(argv)
+    if args.set and not args.data:
+        raise ConfigError("--set overrides the --data config; there is none",
+                          "add --data configs/isic2018_test.yaml (or drop --set)")
     if not os.path.isdir(args.checkpoint):
-        print(f"error: no run directory {args.checkpoint}", file=sys.stderr)
-        return 2
+        raise RunError(f"no run directory {args.checkpoint}",
+                       "pass a folder written by scripts/train.py --workdir or an ensemble script")
+    if args.bootstrap < 0 or args.saliency < 0 or not 0 < args.target_sensitivity <= 1:
+        raise ConfigError("--bootstrap and --saliency must be >= 0, --target-sensitivity in (0, 1]")
     from multimodal.evaluation.evaluate import evaluate_run
 
     out = args.out or os.path.join(args.checkpoint, "eval")
-    try:
-        result = evaluate_run(args.checkpoint, out, args.data, args.split, args.tta,
-                              args.bootstrap, args.operating_class, args.target_sensitivity,
-                              args.saliency)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = evaluate_run(args.checkpoint, out, args.data, args.split, args.tta,
+                          args.bootstrap, args.operating_class, args.target_sensitivity,
+                          args.saliency, data_overrides=args.set)
+    if result.get("task") == "segmentation":
+        m = result["metrics"]
+        ci = m["dice"]["ci95"]
+        print(f"Dice {m['dice']['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+              + f", IoU {m['iou']['value']:.3f}, pooled Dice {m['pooled_dice']['value']:.3f} "
+              f"({result['n_images']} images; {result['n_full_frame']} full-frame masks apart)")
+        print(f"report: {os.path.join(out, 'report.html')}")
+        return 0
+    if result.get("calibration_on_same_rows"):
+        print(f"note: calibration and the operating point were fitted on the {args.split} rows "
+              "they are reported on (in-sample; see the report)")
     m = result["metrics"]
     ci = m["balanced_accuracy"]["ci95"]
     print(f"balanced accuracy {m['balanced_accuracy']['value']:.3f}"

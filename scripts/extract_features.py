@@ -18,32 +18,29 @@ import argparse
 import sys
 
 from multimodal.config import config_from_cli
+from multimodal.errors import cli
 
 
+@cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--config", required=True, help="YAML config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (repeatable)")
     parser.add_argument("--smoke", action="store_true", help="the config's tiny smoke variant")
     parser.add_argument("--root", required=True,
-                        help="folder for the split, prepared images and caches (features/...)")
+                        help="folder for the split and the feature caches (features/...)")
     parser.add_argument("--block", type=int, help="cache activations after this block")
     parser.add_argument("--tta", action="store_true", help="also cache the three flipped views")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per encoder call")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     cfg = config_from_cli(args.config, args.set, args.smoke, modality="image")
-    if cfg is None:
-        return 2
     from multimodal.training.features import extract_features
 
-    try:
-        path, status = extract_features(cfg, args.root, args.block, args.tta, args.batch_size,
-                                        show_progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    path, status = extract_features(cfg, args.root, args.block, args.tta, args.batch_size,
+                                    show_progress=not args.no_progress)
     print(f"{status}: {path}")
     return 0
 

@@ -15,26 +15,25 @@ import json
 import os
 import sys
 
+from multimodal.errors import RunError, cli
 
+
+@cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", nargs="+", required=True, help="run directories")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True, help="folder for the ensemble (manifest.json)")
     parser.add_argument("--plain-log-loss", action="store_true",
                         help="fit weights on the plain, not class-balanced, log loss")
     args = parser.parse_args(argv)
     missing = [m for m in args.members if not os.path.exists(os.path.join(m, "config.yaml"))]
     if missing:
-        print(f"error: not run directories: {missing}", file=sys.stderr)
-        return 2
+        raise RunError(f"not run directories (no config.yaml): {missing}",
+                       "pass folders written by scripts/train.py --workdir")
     from multimodal.ensemble.build import build_late_fusion
 
-    try:
-        summary = build_late_fusion(args.members, args.out, not args.plain_log_loss)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    summary = build_late_fusion(args.members, args.out, not args.plain_log_loss)
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 
 import numpy as np
 from PIL import Image
 
 from multimodal.data.sample import SAMPLE_DIR
 from multimodal.data.sources import ham10000
+from multimodal.errors import cli
 
 # Images per class: nv is capped and the rare classes get a floor, so every
 # class has enough examples for grouped 5-fold splits.
@@ -26,12 +28,13 @@ KEEP_LESIONS = ("HAM_0002300", "HAM_0001895")  # byte-identical image pairs
 SHORT_SIDE = 64
 
 
-def main():
+@cli
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--root", required=True)
-    parser.add_argument("--out", default=SAMPLE_DIR)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--root", required=True, help="the full HAM10000 folder")
+    parser.add_argument("--out", default=SAMPLE_DIR, help="where the sample goes")
+    parser.add_argument("--seed", type=int, default=0, help="which lesions are drawn")
+    args = parser.parse_args(argv)
     table = ham10000.load(args.root)
     frame = table.frame
     rng = np.random.default_rng(args.seed)
@@ -68,7 +71,8 @@ def main():
         f.write("\n".join([header, *keep]) + "\n")
     print(f"{len(picked)} images of {len(chosen)} lesions -> {args.out}")
     print(picked["label"].value_counts().to_string())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,44 +12,42 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 
 from multimodal.config import config_from_cli
+from multimodal.errors import cli
 
 
+@cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--config", required=True, help="YAML config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (repeatable)")
     parser.add_argument("--out", required=True, help="folder for the prepared dataset")
-    parser.add_argument("--encoding", choices=["jpeg", "png"], default="jpeg")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--encoding", choices=["jpeg", "png"], default="jpeg",
+                        help="how images are stored in the records")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a folder prepared from other inputs")
     args = parser.parse_args(argv)
     cfg = config_from_cli(args.config, args.set)
-    if cfg is None:
-        return 2
-    from multimodal.data import prepare
-    from multimodal.data.build import load_table, resolve_split
+    from multimodal.data import prepare, splits
+    from multimodal.data.inputs import split_table
 
-    from multimodal.data import splits
-    from multimodal.data.splits import content_hashes
-
-    table = load_table(cfg.data)
-    hashes = content_hashes(table.frame["image_path"])  # leak check and cache key share them
-    split = resolve_split(table, cfg.data, hashes=hashes)
-    try:
-        manifest = prepare.prepare(table, split, args.out, cfg.data.image_size,
-                                   encoding=args.encoding, overwrite=args.overwrite,
-                                   hashes=hashes)
-    except prepare.PreparedMismatch as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with tempfile.TemporaryDirectory() as scratch:  # a new split unless data.split_file
+        table, split, column, hashes = split_table(cfg, os.path.join(scratch, "split.csv"))
+    manifest = prepare.prepare(table, split, args.out, cfg.data.image_size, column=column,
+                               encoding=args.encoding, overwrite=args.overwrite,
+                               hashes=hashes, on_missing=cfg.data.on_missing,
+                               geometry=cfg.data.geometry)
     splits.save_split(split, os.path.join(args.out, "split.csv"))  # after: --overwrite clears the folder
     if manifest["status"] == "unchanged":
         print(f"{args.out} is up to date (inputs sha256 {manifest['inputs_sha256'][:12]}): "
               "nothing to do")
     else:
-        print(f"prepared {manifest['splits']} at {cfg.data.image_size} px -> {args.out}")
+        print(f"prepared {manifest['splits']} at {cfg.data.image_size} px "
+              f"({cfg.data.geometry}) -> {args.out}")
     return 0
 
 

@@ -6,9 +6,16 @@
 
 Trains the member on the base split (WORKDIR/full), one member per grouped fold of the
 development rows (WORKDIR/fold_k) for out-of-fold predictions, then an XGBoost stacker
-on [probabilities + per-lesion context + metadata] with class weights and early stopping
-on a grouped inner validation. Saves stacker.ubj + manifest.json. Finished runs are
-reused, so an interrupted build continues where it stopped.
+on [probabilities + metadata] with class weights: fitted on 80% of the out-of-fold rows
+(grouped), early-stopped on 10%, and the last 10% held out for evaluation's calibration
+and operating point. Saves stacker.ubj + manifest.json. Finished runs are reused, so an
+interrupted build continues where it stopped.
+
+With a K-fold split file (--set data.split_file=folds.csv --set data.fold=k) the base
+split tests on fold k and validates on fold k+1, and the out-of-fold members use the
+file's other K-1 folds. --group-context adds per-lesion features (images per lesion,
+lesion-mean probabilities); it warns: in HAM10000 the number of images of a lesion is a
+curation artefact that differs by diagnosis, a label proxy like dx_type.
 """
 
 from __future__ import annotations
@@ -17,36 +24,37 @@ import argparse
 import json
 import sys
 
-from multimodal.config import config_from_cli
+from multimodal.config import MODALITIES, config_from_cli
+from multimodal.errors import cli
 
 
+@cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--modality", choices=["image", "meta", "image+meta"], default="image",
+    parser.add_argument("--config", required=True, help="YAML config of the members")
+    parser.add_argument("--modality", choices=MODALITIES, default="image",
                         help="the members' modality (default image: metadata enters the stacker)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (repeatable)")
     parser.add_argument("--features", metavar="CACHE", help="members train on a feature cache")
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-group-context", action="store_true",
-                        help="leave out per-group (lesion/patient) mean probabilities")
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--workdir", required=True, help="folder for the ensemble")
+    parser.add_argument("--folds", type=int, default=None,
+                        help="grouped folds for out-of-fold predictions (>= 3; default 5). A "
+                             "K-fold split file (data.fold) brings its own K-1")
+    parser.add_argument("--seed", type=int, default=0, help="folds and stacker seed")
+    parser.add_argument("--group-context", action="store_true",
+                        help="add per-lesion context (images per lesion, lesion-mean "
+                             "probabilities); off by default: a label proxy in HAM10000")
+    parser.add_argument("--smoke", action="store_true", help="the config's tiny smoke variant")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     cfg = config_from_cli(args.config, args.set, args.smoke, args.modality, args.features)
-    if cfg is None:
-        return 2
     from multimodal.ensemble.build import build_stacking
+    from multimodal.training.trainer import train
 
-    try:
-        summary = build_stacking(cfg, args.workdir, args.folds, args.seed,
-                                 not args.no_group_context, show_progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    summary = build_stacking(cfg, args.workdir, train, args.folds, args.seed,
+                             args.group_context, show_progress=not args.no_progress)
     print(json.dumps(summary, indent=1))
     print(f"stacking ensemble -> {args.workdir} (evaluate: scripts/evaluate.py --checkpoint "
           f"{args.workdir})")

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from conftest import HAM_HEADER, ham_rows, write_csv
-from multimodal.data.errors import DataError
+from multimodal.errors import DataError
 from multimodal.data.sources import ham10000
 
 

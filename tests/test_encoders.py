@@ -7,8 +7,8 @@ import optax
 import pytest
 from flax import nnx
 
+from conftest import assert_fits_a_tiny_batch, tiny_batch_optimizer
 from multimodal.models import ENCODERS, Classifier, create_encoder
-from multimodal.models.efficientnet_lite import fold_batchnorm
 from multimodal.models.layers import DepthwiseConv
 
 # name -> (small options for fast tests, input size)
@@ -53,7 +53,8 @@ def test_loss_goes_down_on_a_tiny_batch(name):
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.normal(size=(6, size, size, 3)), jnp.float32)
     labels = jnp.asarray([0, 1, 2, 0, 1, 2])
-    opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+    steps = 30
+    opt = nnx.Optimizer(model, tiny_batch_optimizer(steps), wrt=nnx.Param)
     zeros = jnp.zeros((6, 0))
 
     @nnx.jit
@@ -65,8 +66,8 @@ def test_loss_goes_down_on_a_tiny_batch(name):
         opt.update(model, grads)
         return value
 
-    losses = [float(step(model, opt)) for _ in range(25)]
-    assert losses[-1] < 0.5 * losses[0], losses[::5]
+    losses = [float(step(model, opt)) for _ in range(steps)]
+    assert_fits_a_tiny_batch(losses, model(images, zeros, jnp.zeros(6)), labels)
 
 
 @pytest.mark.parametrize("stride,kernel,size", [(1, 3, 9), (2, 3, 10), (2, 5, 11), (1, 5, 8)])
@@ -74,12 +75,13 @@ def test_shifted_depthwise_matches_grouped_convolution(stride, kernel, size):
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, size, size + 1, 6)), jnp.float32)
     shift = DepthwiseConv(6, kernel, stride, impl="shift", rngs=nnx.Rngs(0))
     grouped = DepthwiseConv(6, kernel, stride, impl="grouped", rngs=nnx.Rngs(0))
-    np.testing.assert_allclose(shift(x), grouped(x), atol=1e-5)
+    # float error is ~1e-6 here (outputs up to ~5); a wrong tap or padding is off by ~0.1
+    np.testing.assert_allclose(shift(x), grouped(x), atol=5e-5)
     # and both agree with nnx.Conv's TF-SAME grouped convolution
     conv = nnx.Conv(6, 6, (kernel, kernel), (stride, stride), feature_group_count=6,
                     use_bias=False, rngs=nnx.Rngs(1))
     shift.kernel[...] = conv.kernel[...]
-    np.testing.assert_allclose(shift(x), conv(x), atol=1e-5)
+    np.testing.assert_allclose(shift(x), conv(x), atol=5e-5)
 
 
 def test_batchnorm_folding_keeps_the_lite_forward():
@@ -93,7 +95,7 @@ def test_batchnorm_folding_keeps_the_lite_forward():
             var.scale[...] = rng.uniform(0.5, 2, size=n)
             var.bias[...] = rng.normal(size=n)
     enc.eval()
-    folded = fold_batchnorm(enc)
+    folded = enc.folded()
     x = jnp.asarray(rng.normal(size=(2, 32, 32, 3)), jnp.float32)
     assert not any(isinstance(v, nnx.BatchNorm) for _, v in nnx.iter_graph(folded))
     np.testing.assert_allclose(folded(x), enc(x), rtol=1e-4, atol=1e-4)

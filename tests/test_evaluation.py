@@ -115,3 +115,105 @@ def test_evaluate_on_another_dataset_without_metadata(trained_run, tmp_path):
     assert result["n_images"] == 12 and result["tta"] is True
     preds = pd.read_csv(tmp_path / "eval" / "predictions.csv")
     assert set(preds["label"]) == {"mel", "nv", "bcc", "akiec", "bkl", "df", "vasc"}
+
+
+def test_calibration_rows_are_named_and_same_rows_flagged(trained_run, tmp_path):
+    """--split val fits temperature and operating point on the rows it reports on: said in
+    metrics.json, the report and on stdout; the test split is calibrated on other rows."""
+    run_script("evaluate.py", "--checkpoint", str(trained_run), "--out", str(tmp_path / "test"),
+               "--bootstrap", "20", "--saliency", "0")
+    held = json.loads((tmp_path / "test" / "metrics.json").read_text())
+    assert held["calibration_on_same_rows"] is False and "validation" in held["calibration_rows"]
+    assert "none of them among those" in (tmp_path / "test" / "report.md").read_text()
+
+    out = run_script("evaluate.py", "--checkpoint", str(trained_run), "--split", "val",
+                     "--out", str(tmp_path / "val"), "--bootstrap", "20", "--saliency", "0")
+    same = json.loads((tmp_path / "val" / "metrics.json").read_text())
+    assert same["calibration_on_same_rows"] is True and same["split"] == "val"
+    assert "in-sample" in out.stdout
+    report = (tmp_path / "val" / "report.md").read_text()
+    assert "Calibration on the same rows" in report and "in-sample, optimistic" in report
+
+
+CLASSES = ["mel", "nv", "bcc"]
+
+
+def _predictions(ids, rng):
+    labels = rng.integers(0, 3, len(ids))
+    logits = rng.normal(size=(len(ids), 3)) + 2 * np.eye(3)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    frame = pd.DataFrame({"image_id": ids, "group_id": [f"g{i // 2}" for i in range(len(ids))],
+                          "label": [CLASSES[k] for k in labels]})
+    for c, name in enumerate(CLASSES):
+        frame[f"prob_{name}"] = probs[:, c]
+    for c, name in enumerate(CLASSES):
+        frame[f"logit_{name}"] = logits[:, c]
+    return frame
+
+
+def _context(out_dir):
+    """Predictions of a made-up model on 60 test and 40 calibration rows, with a table."""
+    from multimodal.evaluation.context import Context, Options
+
+    rng = np.random.default_rng(0)
+    test, val = _predictions([f"t{i}" for i in range(60)], rng), \
+        _predictions([f"v{i}" for i in range(40)], rng)
+    table = pd.DataFrame({"image_id": [*test["image_id"], *val["image_id"]],
+                          "sex": rng.choice(["male", "female"], 100)})
+    info = {"checkpoint": "/runs/x", "step": 3, "split": "test", "data": "made up",
+            "tta": False, "modality": "image", "calibration_rows": "the validation split"}
+    return Context(test, val, CLASSES, table, str(out_dir), info, Options(n_boot=20),
+                   notes=["a caller's note"])
+
+
+def _run(out_dir, evaluators):
+    from multimodal.evaluation.evaluate import run_evaluators
+
+    result = run_evaluators(_context(out_dir), evaluators)
+    return json.loads(json.dumps(result, default=float)), (out_dir / "report.md").read_text()
+
+
+def test_an_added_evaluator_shows_up_without_changing_the_others(tmp_path):
+    from multimodal.evaluation.context import Output
+    from multimodal.evaluation.evaluators import EVALUATORS
+
+    def top_class_share(ctx):
+        share = float((ctx.probs.argmax(1) == 0).mean())
+        return Output({"top_class_share": share}, ["## Top class", "", f"share {share:.2f}", ""],
+                      ["a note of the new evaluator"])
+
+    base, base_report = _run(tmp_path / "base", EVALUATORS)
+    more, more_report = _run(tmp_path / "more", (*EVALUATORS, top_class_share))
+    assert {"temperature_scaling", "operating_point", "subgroups", "metrics"} <= set(base)
+    assert more == {**base, "top_class_share": more["top_class_share"]}
+    assert json.loads((tmp_path / "more" / "metrics.json").read_text())["top_class_share"] \
+        == more["top_class_share"]
+    # the report: the same sections, then the new one; the same notes, then the new one
+    sections, notes = base_report.split("\n- ", 1)
+    assert notes.startswith("Temperature scaling and the operating point were fitted on 40")
+    assert more_report == (f"{sections}\n## Top class\n\nshare {more['top_class_share']:.2f}"
+                           f"\n\n- {notes}- a note of the new evaluator\n")
+
+
+def test_removing_an_evaluator_removes_only_its_results(tmp_path):
+    from multimodal.evaluation import evaluators
+
+    full, full_report = _run(tmp_path / "full", evaluators.EVALUATORS)
+    fewer = tuple(e for e in evaluators.EVALUATORS if e is not evaluators.operating_point)
+    less, less_report = _run(tmp_path / "less", fewer)
+    assert set(full) - set(less) == {"operating_point"}
+    assert less == {k: v for k, v in full.items() if k != "operating_point"}
+    section = "\n".join(evaluators.operating_point(_context(tmp_path / "x")).section) + "\n"
+    assert "## Operating point" in section and section in full_report
+    assert less_report == full_report.replace(section, "")
+
+
+def test_two_evaluators_may_not_give_one_name(tmp_path):
+    from multimodal.evaluation.context import Output
+    from multimodal.evaluation.evaluators import EVALUATORS
+
+    def subgroups_again(ctx):
+        return Output({"subgroups": {}})
+
+    with pytest.raises(ValueError, match="subgroups and subgroups_again both give 'subgroups'"):
+        _run(tmp_path, (*EVALUATORS, subgroups_again))

@@ -8,7 +8,7 @@ import pytest
 
 from multimodal.config import load_config
 from multimodal.training.features import FeatureCache, extract_features, weights_digest
-from multimodal.training.predict import load_run, predict_split, run_inputs
+from multimodal.runs import load_run, predict_split, run_inputs
 from multimodal.training.trainer import train
 
 from scripts_helper import ROOT
@@ -49,6 +49,12 @@ def test_heads_on_pooled_features_are_the_image_model(tmp_path):
     path, _ = extract_features(_cfg(), str(tmp_path / "cache"), tta=True, show_progress=False)
     cache = FeatureCache.open(path)
     train(_cfg(f"model.features={path}"), str(tmp_path / "run"), show_progress=False)
+    # the run reuses the prepared data of the extraction: no copy of the images in the run
+    from multimodal.data.prepare import read_reference
+
+    assert not (tmp_path / "run" / "prepared").exists()
+    assert read_reference(str(tmp_path / "run"))["path"] == \
+        read_reference(str(tmp_path / "cache"))["path"]
     run = load_run(str(tmp_path / "run"))
     assert weights_digest(run.model.encoder) == cache.key["weights_sha256"]  # encoder frozen
     # the eval view of a pooled cache is the mean of the flips: compare with a 1-view cache
@@ -73,7 +79,7 @@ def test_block_cache_fine_tunes_only_the_blocks_above(tmp_path):
     run = _same_predictions(tmp_path / "run", cache)
     from multimodal.models import build_model
 
-    start = build_model(run.cfg.model, "image+meta", 7, run.encoder.dim).encoder
+    start = build_model(run.cfg.model, "image+meta", 7, run.meta_encoder.dim).encoder
     trained = run.model.encoder
     below = [start.conv_stem, start.bn0, *start.blocks[:4]], \
         [trained.conv_stem, trained.bn0, *trained.blocks[:4]]
@@ -85,7 +91,7 @@ def test_a_changed_image_or_a_missing_one_is_refused(tmp_path):
     cfg = _cfg()
     path, _ = extract_features(cfg, str(tmp_path), show_progress=False)
     cache = FeatureCache.open(path)
-    from multimodal.training.inputs import build_inputs
+    from multimodal.data.inputs import build_inputs
 
     inputs = build_inputs(cfg, str(tmp_path))
     assert cache.for_split(inputs, "train", train=True).shape[1:] == (1, 256)

@@ -5,6 +5,7 @@ import optax
 import pytest
 from flax import nnx
 
+from conftest import assert_fits_a_tiny_batch, tiny_batch_optimizer
 from multimodal.models import ENCODERS, Classifier, create_encoder
 from multimodal.models.fusion import FUSIONS
 
@@ -45,7 +46,8 @@ def test_classifier_shapes(modality, fusion):
 
 def _fit(model, steps=40):
     image, meta, mask, labels = _batch()
-    opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+    # 2e-3 leaves the metadata-only MLP near 0.23 after 40 steps; 1e-2 unsettles small_cnn
+    opt = nnx.Optimizer(model, tiny_batch_optimizer(steps, peak_lr=5e-3), wrt=nnx.Param)
 
     @nnx.jit
     def step(model, opt, key):
@@ -57,7 +59,7 @@ def _fit(model, steps=40):
         return value
 
     losses = [float(step(model, opt, jax.random.key(i))) for i in range(steps)]
-    return losses
+    return losses, model(image, meta, mask, rngs=nnx.Rngs(dropout=steps)), labels
 
 
 @pytest.mark.parametrize("encoder,modality,fusion", [
@@ -67,8 +69,7 @@ def _fit(model, steps=40):
 def test_loss_goes_down_on_a_tiny_batch(encoder, modality, fusion):
     model = Classifier(3, modality, meta_dim=META_DIM, encoder=encoder, fusion=fusion,
                        dropout=0.0, rngs=nnx.Rngs(0), encoder_options={"dropout": 0.0})
-    losses = _fit(model)
-    assert losses[-1] < 0.5 * losses[0], losses[::10]
+    assert_fits_a_tiny_batch(*_fit(model))
 
 
 def test_modality_dropout_hides_metadata_only_in_training():

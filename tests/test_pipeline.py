@@ -132,7 +132,7 @@ def test_batch_contents_and_metadata_mask(prepared):
     _, _, out, manifest = prepared
     loader, labels = _loader(out, manifest)
     example = loader((0, 0))
-    assert example["image"].dtype == np.float32 and example["metadata"].shape == (loader.encoder.dim,)
+    assert example["image"].dtype == np.float32 and example["metadata"].shape == (loader.meta_encoder.dim,)
     assert example["metadata_mask"] == 1.0 and example["mask"] == 1.0
     assert np.abs(example["image"]).max() <= 1.0  # minus1_1 normalisation
 
@@ -209,3 +209,20 @@ def test_one_process_can_prepare_several_datasets(prepared, tmp_path):
         manifest = prepare.prepare(table, split, str(tmp_path / name), image_size=16)
         assert manifest["status"] == "prepared"
         assert len(prepare.open_split(str(tmp_path / name), "val")) == manifest["splits"]["val"]
+
+
+def test_preparing_and_reading_leave_nothing_in_the_temp_dir(prepared, tmp_path, monkeypatch):
+    """TFDS's builder made an empty tmp*tfds folder in the system temp dir per new dataset."""
+    import os
+    import tempfile
+
+    table, split, _, _ = prepared
+    private = tmp_path / "system_tmp"  # a temp dir of our own: no other process writes here
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    assert tempfile.gettempdir() == str(private)
+    out = str(tmp_path / "out")
+    assert prepare.prepare(table, split, out, image_size=16)["status"] == "prepared"
+    assert prepare.prepare(table, split, out, image_size=16)["status"] == "unchanged"
+    assert len(prepare.open_split(out, "val")) > 0
+    assert sorted(os.listdir(private)) == []

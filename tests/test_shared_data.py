@@ -1,29 +1,36 @@
-"""Integration checks on the real datasets in ../shared/data (or $MULTIMODAL_DATA)."""
+"""Integration checks on the real datasets in ../shared/data (or $MULTIMODAL_DATA).
 
-import os
+Missing data skips these tests, except under CI=true, where it fails them (conftest).
+"""
 
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import require_shared_data
 from multimodal.data import splits
 from multimodal.data.sources import load_source
-
-HAM = os.path.join(SHARED_DATA, "ham10000")
-pytestmark = pytest.mark.skipif(not os.path.isdir(HAM), reason=f"no shared data at {SHARED_DATA}")
 
 
 @pytest.fixture(scope="module")
 def ham():
-    return load_source("ham10000", root=HAM)
+    """Loads the table on first use, so that missing data fails (or skips) inside the test."""
+    loaded = []
+
+    def get():
+        if not loaded:
+            loaded.append(load_source("ham10000", root=require_shared_data("ham10000")))
+        return loaded[0]
+    return get
 
 
 def test_ham10000_counts(ham):
+    ham = ham()
     assert len(ham) == 10015 and ham.frame["group_id"].nunique() == 7470
     assert ham.frame["label"].value_counts().to_dict() == {
         "nv": 6705, "mel": 1113, "bkl": 1099, "bcc": 514, "akiec": 327, "vasc": 142, "df": 115}
 
 
 def test_ham10000_grouped_split_is_clean_and_image_split_is_refused(ham):
+    ham = ham()
     hashes = splits.content_hashes(ham.frame["image_path"])
     assert len(hashes) - len(set(hashes)) == 2  # the two byte-identical pairs
     grouped = splits.train_val_test(ham, seed=0)
@@ -35,21 +42,21 @@ def test_ham10000_grouped_split_is_clean_and_image_split_is_refused(ham):
 
 
 def test_covid_chestxray_and_fitzpatrick_load():
-    root = os.path.join(SHARED_DATA, "covid_chestxray")
+    root = require_shared_data("covid_chestxray")
     with pytest.warns(UserWarning):
         xray = load_source("covid_chestxray", metadata_csv=f"{root}/metadata.csv",
                            image_dir=f"{root}/images", index_csv=f"{root}/image_index.csv",
                            on_missing="drop")
     assert len(xray) == 570 and set(xray.classes) == {"none", "opacity"}
-    fitz = load_source("fitzpatrick17k", csv=os.path.join(SHARED_DATA, "fitzpatrick17k",
-                                                          "fitzpatrick17k.csv"),
+    fitz = load_source("fitzpatrick17k",
+                       csv=require_shared_data("fitzpatrick17k", "fitzpatrick17k.csv"),
                        image_dir="/nonexistent", verify="none")
     assert len(fitz) == 16577 and len(fitz.classes) == 114
     assert fitz.frame["fitzpatrick"].isna().sum() == 565
 
 
 def test_prepared_ham10000_reads_back_every_example_once_per_epoch(ham, tmp_path):
-
+    ham = ham()
     from multimodal.data import pipeline, prepare
     from multimodal.data.metadata import MetadataEncoder
 

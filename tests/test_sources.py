@@ -171,3 +171,22 @@ def test_unknown_source_name():
         load_source("nope")
     assert {"ham10000", "isic2018", "fitzpatrick17k", "covid_chestxray", "siim_covid",
             "csv"} <= set(SOURCES)
+
+
+def test_isic2018_root_finds_the_archive_layout_or_says_what_is_missing(tmp_path):
+    from multimodal.errors import ConfigError, DataError
+
+    root = tmp_path / "isic2018"
+    (root / "ISIC2018_Task3_Test_GroundTruth").mkdir(parents=True)
+    with pytest.raises(DataError, match="no ground-truth CSV") as exc:
+        isic2018.load(root=str(root))
+    assert "--set data.options.ground_truth_csv=" in str(exc.value)
+    cols = ["image", "MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    write_csv(root / "ISIC2018_Task3_Test_GroundTruth" / "ISIC2018_Task3_Test_GroundTruth.csv",
+              cols, [["ISIC_1", 0, 0, 1, 0, 0, 0, 0]])
+    (root / "ISIC2018_Task3_Test_Input").mkdir()
+    write_image(root / "ISIC2018_Task3_Test_Input" / "ISIC_1.jpg")
+    table = isic2018.load(root=str(root))
+    assert table.frame["label"].tolist() == ["bcc"]
+    with pytest.raises(ConfigError, match="give root"):
+        isic2018.load(ground_truth_csv="gt.csv")

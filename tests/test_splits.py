@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from multimodal.data import splits
-from multimodal.data.errors import DataError, LeakageError
+from multimodal.errors import DataError, LeakageError
 from multimodal.data.sample import SAMPLE_DIR
 from multimodal.data.sources import ham10000
 

@@ -8,29 +8,38 @@ example is deterministic whatever the number of workers.
 
 In a config an op is a name (`flip_h`) or a one-key mapping with options
 (`{rotate: {degrees: 15}}`).
+
+Segmentation: `apply_ops_with_mask` moves a lesion mask with its image. Ops marked
+`geometric` (flips, rotations, zoom, translation, shear, crops) run on both, the mask with
+the same random draws (a copy of the generator) and nearest-neighbour resampling (every
+geometric op takes a keyword-only `resample`); colour ops and preprocessing touch the image
+only.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
+from multimodal.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
 class Op:
     fn: Callable
     random: bool
+    geometric: bool = False  # moves pixels: applied to a segmentation mask too
 
 
 OPS: dict[str, Op] = {}
 
 
-def register(name: str, random: bool):
+def register(name: str, random: bool, geometric: bool = False):
     def wrap(fn):
-        OPS[name] = Op(fn, random)
+        OPS[name] = Op(fn, random, geometric)
         return fn
     return wrap
 
@@ -40,23 +49,24 @@ def _pil(image: np.ndarray) -> Image.Image:
 
 
 # -- geometry -----------------------------------------------------------------
-@register("flip_h", random=True)
-def flip_h(image, rng, p=0.5):
+@register("flip_h", random=True, geometric=True)
+def flip_h(image, rng, p=0.5, *, resample=None):
     return image[:, ::-1] if rng.random() < p else image
 
 
-@register("flip_v", random=True)
-def flip_v(image, rng, p=0.5):
+@register("flip_v", random=True, geometric=True)
+def flip_v(image, rng, p=0.5, *, resample=None):
     return image[::-1] if rng.random() < p else image
 
 
-@register("rotate90", random=True)
-def rotate90(image, rng):
+@register("rotate90", random=True, geometric=True)
+def rotate90(image, rng, *, resample=None):
     """Lossless quarter turns; dermoscopy has no canonical orientation."""
     return np.rot90(image, int(rng.integers(4)))
 
 
-def _affine(image, angle=0.0, scale=1.0, translate=(0.0, 0.0), shear=0.0):
+def _affine(image, angle=0.0, scale=1.0, translate=(0.0, 0.0), shear=0.0,
+            resample=Image.BILINEAR):
     """Rotate/scale/shear about the centre and translate (fractions of size), reflect-free."""
     h, w = image.shape[:2]
     cx, cy = w / 2, h / 2
@@ -68,32 +78,33 @@ def _affine(image, angle=0.0, scale=1.0, translate=(0.0, 0.0), shear=0.0):
     tx, ty = translate[0] * w, translate[1] * h
     offset = np.array([cx, cy]) - inv @ np.array([cx + tx, cy + ty])
     coeffs = (inv[0, 0], inv[0, 1], offset[0], inv[1, 0], inv[1, 1], offset[1])
-    out = _pil(image).transform((w, h), Image.AFFINE, coeffs, resample=Image.BILINEAR)
+    out = _pil(image).transform((w, h), Image.AFFINE, coeffs,
+                                resample=Image.BILINEAR if resample is None else resample)
     return np.asarray(out)
 
 
-@register("rotate", random=True)
-def rotate(image, rng, degrees=20.0):
-    return _affine(image, angle=rng.uniform(-degrees, degrees))
+@register("rotate", random=True, geometric=True)
+def rotate(image, rng, degrees=20.0, *, resample=None):
+    return _affine(image, angle=rng.uniform(-degrees, degrees), resample=resample)
 
 
-@register("zoom", random=True)
-def zoom(image, rng, scale=(0.9, 1.1)):
-    return _affine(image, scale=rng.uniform(*scale))
+@register("zoom", random=True, geometric=True)
+def zoom(image, rng, scale=(0.9, 1.1), *, resample=None):
+    return _affine(image, scale=rng.uniform(*scale), resample=resample)
 
 
-@register("translate", random=True)
-def translate(image, rng, fraction=0.1):
-    return _affine(image, translate=tuple(rng.uniform(-fraction, fraction, 2)))
+@register("translate", random=True, geometric=True)
+def translate(image, rng, fraction=0.1, *, resample=None):
+    return _affine(image, translate=tuple(rng.uniform(-fraction, fraction, 2)), resample=resample)
 
 
-@register("shear", random=True)
-def shear(image, rng, degrees=10.0):
-    return _affine(image, shear=rng.uniform(-degrees, degrees))
+@register("shear", random=True, geometric=True)
+def shear(image, rng, degrees=10.0, *, resample=None):
+    return _affine(image, shear=rng.uniform(-degrees, degrees), resample=resample)
 
 
-@register("random_resized_crop", random=True)
-def random_resized_crop(image, rng, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)):
+@register("random_resized_crop", random=True, geometric=True)
+def random_resized_crop(image, rng, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), *, resample=None):
     """Crop a random area fraction and aspect ratio, resized back to the input size."""
     h, w = image.shape[:2]
     for _ in range(10):
@@ -103,7 +114,8 @@ def random_resized_crop(image, rng, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)):
         if 0 < cw <= w and 0 < ch <= h:
             x, y = int(rng.integers(w - cw + 1)), int(rng.integers(h - ch + 1))
             crop = _pil(image[y:y + ch, x:x + cw])
-            return np.asarray(crop.resize((w, h), Image.BILINEAR))
+            return np.asarray(crop.resize((w, h), Image.BILINEAR if resample is None
+                                          else resample))
     return image
 
 
@@ -113,8 +125,11 @@ def _enhance(kind, image, factor):
 
 
 @register("brightness", random=True)
-def brightness(image, rng, amount=0.2):
-    return _enhance("Brightness", image, rng.uniform(1 - amount, 1 + amount))
+def brightness(image, rng, amount=0.2, factors=None):
+    """A factor from 1 +- `amount`, or from `factors` [low, high] when given (an asymmetric
+    range, e.g. Keras's brightness_range [0.8, 1.1])."""
+    low, high = factors if factors is not None else (1 - amount, 1 + amount)
+    return _enhance("Brightness", image, rng.uniform(low, high))
 
 
 @register("contrast", random=True)
@@ -201,14 +216,14 @@ def parse_ops(spec) -> list[tuple[str, dict]]:
             name, options = next(iter(item.items()))
             options = dict(options or {})
         else:
-            raise ValueError(f"augmentation entry {item!r}: expected a name or {{name: options}}")
+            raise ConfigError(f"data.augment entry {item!r}: expected a name or {{name: options}}")
         if name not in OPS:
-            raise ValueError(f"unknown augmentation {name!r}; known: {sorted(OPS)}")
+            raise ConfigError(f"data.augment: unknown augmentation {name!r}; known: {sorted(OPS)}")
         code = OPS[name].fn.__code__
         allowed = code.co_varnames[2:code.co_argcount]
         unknown = set(options) - set(allowed)
         if unknown:
-            raise ValueError(f"augmentation {name!r}: unknown option(s) {sorted(unknown)}; "
+            raise ConfigError(f"data.augment {name!r}: unknown option(s) {sorted(unknown)}; "
                              f"allowed: {list(allowed)}")
         ops.append((name, options))
     return ops
@@ -222,3 +237,21 @@ def apply_ops(image: np.ndarray, ops, rng, train: bool) -> np.ndarray:
             continue
         image = op.fn(image, rng, **options)
     return np.ascontiguousarray(image)
+
+
+def apply_ops_with_mask(image: np.ndarray, mask: np.ndarray, ops, rng,
+                        train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """`apply_ops` on an image and its HxW mask: geometric ops move both alike (the mask
+    with a copy of `rng` and nearest-neighbour resampling, so it stays binary); colour and
+    preprocessing ops change the image only."""
+    for name, options in ops:
+        op = OPS[name]
+        if op.random and not train:
+            continue
+        if op.geometric:
+            replay = copy.deepcopy(rng)  # the same draws for the mask
+            image = op.fn(image, rng, **options)
+            mask = op.fn(mask, replay, **options, resample=Image.NEAREST)
+        else:
+            image = op.fn(image, rng, **options)
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask)

@@ -18,6 +18,7 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
+from multimodal.errors import DataError
 
 UNKNOWN = "unknown"
 _MISSING_TEXT = {"", "unknown", "nan", "none"}
@@ -44,7 +45,7 @@ class MetadataEncoder:
         stats = {}
         for name, kind in self.columns.items():
             if name not in frame.columns:
-                raise KeyError(f"metadata column {name!r} not in the table")
+                raise DataError(f"metadata column {name!r} not in the table")
             col = frame[name]
             if kind == "categorical":
                 seen = sorted({str(v).strip() for v in col if not is_missing(v)})
@@ -112,9 +113,6 @@ class MetadataEncoder:
             blocks.append(block)
         return np.concatenate(blocks, 1) if blocks else np.zeros((n, 0), np.float32)
 
-    def fit_transform(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.fit(frame).transform(frame)
-
     # -- persistence -------------------------------------------------------------
     def to_dict(self) -> dict:
         self._check_fitted()
@@ -124,7 +122,7 @@ class MetadataEncoder:
     @classmethod
     def from_dict(cls, data: dict) -> MetadataEncoder:
         if data.get("format") != "multimodal.MetadataEncoder/1":
-            raise ValueError(f"not a metadata encoder file (format={data.get('format')!r})")
+            raise DataError(f"not a metadata encoder file (format={data.get('format')!r})")
         enc = cls(data["columns"])
         enc.stats = data["stats"]
         return enc

@@ -9,11 +9,14 @@ batches an uninterrupted run would have seen.
 
 Batches are dicts: `image` [B,H,W,3], `metadata` [B,D], `metadata_mask` [B]
 (0 where the example carries no metadata at all), `label` [B], `image_id` [B]
-(strings, host only), and `mask` [B] (0 for padding in evaluation batches).
+(strings, host only), and `mask` [B] (0 for padding in evaluation batches). Segmentation
+loaders (`masks=True`) add `seg_mask` [B,H,W,1] (float 0/1): the lesion mask, moved by the
+same geometric augmentation and crop as its image (augment.apply_ops_with_mask).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import math
@@ -23,9 +26,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from multimodal.data.augment import apply_ops, parse_ops
+from multimodal.data.augment import apply_ops, apply_ops_with_mask, parse_ops
+from multimodal.data.geometry import crop, fit  # noqa: F401 (crop: used by benchmarks)
 from multimodal.data.metadata import MetadataEncoder, is_missing
-from multimodal.data.prepare import record_metadata
+from multimodal.data.prepare import MASK, decode_mask, record_metadata
+from multimodal.errors import ConfigError
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -63,23 +68,10 @@ def decode(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def crop(image: np.ndarray, size: int, rng: np.random.Generator | None) -> np.ndarray:
-    """Square crop of side `size`: random in training (rng given), central otherwise."""
-    h, w = image.shape[:2]
-    if min(h, w) < size:
-        scale = size / min(h, w)
-        image = np.asarray(Image.fromarray(image).resize(
-            (max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR))
-        h, w = image.shape[:2]
-    if rng is not None:
-        y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
-    else:
-        y, x = (h - size) // 2, (w - size) // 2
-    return image[y:y + size, x:x + size]
-
-
-def fit_normalizer(source, ops, image_size: int, kind: str, limit: int = 2000) -> Normalizer:
-    """`dataset` statistics from (up to `limit` evenly spaced) training images."""
+def fit_normalizer(source, ops, image_size: int, kind: str, limit: int = 2000,
+                   geometry: str = "crop") -> Normalizer:
+    """`dataset` statistics from (up to `limit` evenly spaced) training images, as the model
+    sees them at evaluation (`geometry`: padding included for `pad`)."""
     if kind != "dataset":
         return Normalizer.named(kind)
     ops = parse_ops(ops)
@@ -87,7 +79,7 @@ def fit_normalizer(source, ops, image_size: int, kind: str, limit: int = 2000) -
     total, total_sq, count = np.zeros(3), np.zeros(3), 0
     for i in idx:
         image = apply_ops(decode(source[int(i)]["image"]), ops, None, train=False)
-        pixels = crop(image, image_size, None).reshape(-1, 3).astype(np.float64)
+        pixels = fit(image, image_size, geometry).reshape(-1, 3).astype(np.float64)
         total += pixels.sum(0)
         total_sq += (pixels ** 2).sum(0)
         count += len(pixels)
@@ -99,11 +91,13 @@ def fit_normalizer(source, ops, image_size: int, kind: str, limit: int = 2000) -
 class ExampleLoader:
     """Turns (global position, record index) into one model-ready example."""
 
-    def __init__(self, source, classes, encoder: MetadataEncoder, metadata_kinds: dict,
+    def __init__(self, source, classes, meta_encoder: MetadataEncoder, metadata_kinds: dict,
                  ops, image_size: int, normalizer: Normalizer, train: bool, seed: int,
-                 augment_classes=None, image_dtype=np.float32, n_valid: int | None = None,
-                 features: np.ndarray | None = None, images: bool = True):
-        self.source, self.classes, self.encoder = source, list(classes), encoder
+                 augment_classes=None, image_dtype=np.float32,
+                 features: np.ndarray | None = None, images: bool = True,
+                 geometry: str = "crop", masks: bool = False):
+        self.source, self.classes, self.meta_encoder = source, list(classes), meta_encoder
+        self.geometry = geometry  # how each picture becomes the image_size square
         self.metadata_kinds = dict(metadata_kinds)
         self.ops, self.image_size, self.normalizer = parse_ops(ops), image_size, normalizer
         self.train, self.seed, self.image_dtype = train, seed, image_dtype
@@ -112,13 +106,15 @@ class ExampleLoader:
         self.features = features  # [N, views, ...]: replaces the decoded image
         # A metadata-only model never reads pixels: skip decoding, carry a 1x1 placeholder.
         self.images = images
-        self.n_valid = len(source) if n_valid is None else n_valid
+        self.masks = masks  # segmentation: each example carries its lesion mask (`seg_mask`)
+        if masks and (features is not None or not images):
+            raise ValueError("segmentation examples need images (not cached features)")
         self.augment_labels = (None if augment_classes is None else
                                {self.classes.index(c) for c in augment_classes})
 
         # Metadata is encoded once per split, not per example: pandas per row is slow.
         rows = [record_metadata(source[i], self.metadata_kinds) for i in range(len(source))]
-        self.metadata = encoder.transform(pd.DataFrame(rows, columns=list(self.metadata_kinds)))
+        self.metadata = meta_encoder.transform(pd.DataFrame(rows, columns=list(self.metadata_kinds)))
         self.observed = np.array([not all(is_missing(v) for v in r.values()) for r in rows],
                                  np.float32)
 
@@ -127,6 +123,7 @@ class ExampleLoader:
         row = min(index, len(self.source) - 1)  # padding repeats the last record
         record = self.source[row]
         rng = np.random.default_rng([self.seed, position]) if self.train else None
+        extra = {}  # segmentation: the example's mask
         if self.features is not None:  # a random cached view in training (flips), else view 0
             views = self.features[row]
             image = views[int(rng.integers(len(views))) if rng is not None else 0]
@@ -135,16 +132,31 @@ class ExampleLoader:
         else:
             augment = self.train and (self.augment_labels is None or
                                       record["label"] in self.augment_labels)
-            image = apply_ops(decode(record["image"]), self.ops, rng, train=augment)
-            image = self.normalizer(crop(image, self.image_size, rng))
+            if self.masks:
+                image, mask = self._with_mask(record, rng, augment)
+                extra["seg_mask"] = mask
+            else:
+                image = apply_ops(decode(record["image"]), self.ops, rng, train=augment)
+                image = self.normalizer(fit(image, self.image_size, self.geometry, rng))
         return {
             "image": image.astype(self.image_dtype),
+            **extra,
             "metadata": self.metadata[row],
             "metadata_mask": self.observed[row],
             "label": np.int32(record["label"]),
             "image_id": record["image_id"].decode(),
-            "mask": np.float32(index < self.n_valid),
+            "mask": np.float32(index < len(self.source)),  # eval padding indexes past the end
         }
+
+    def _with_mask(self, record, rng, augment: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised image and its [H,W,1] 0/1 mask, augmented and fitted alike (the mask
+        by nearest neighbour, with a copy of the image's generator)."""
+        image, mask = apply_ops_with_mask(decode(record["image"]), decode_mask(record[MASK]),
+                                          self.ops, rng, train=augment)
+        replay = copy.deepcopy(rng)  # the same crop square for the mask
+        image = self.normalizer(fit(image, self.image_size, self.geometry, rng))
+        mask = fit(mask, self.image_size, self.geometry, replay, resample=Image.NEAREST)
+        return image, (mask > 127).astype(np.float32)[..., None]
 
 
 def sampling_weights(labels: np.ndarray, n_classes: int, alpha: float = 0.0,
@@ -178,7 +190,7 @@ def training_plan(labels, n_classes, epochs, global_batch, seed, alpha=0.0, fact
     """
     steps = len(labels) // global_batch
     if steps == 0:
-        raise ValueError(f"{len(labels)} training examples cannot fill one batch of "
+        raise ConfigError(f"{len(labels)} training examples cannot fill one batch of "
                          f"{global_batch}; lower data.batch_size")
     orders = [epoch_order(labels, n_classes, e, seed, alpha, factors)[: steps * global_batch]
               for e in range(epochs)]
@@ -218,5 +230,4 @@ def eval_dataset(loader: ExampleLoader, global_batch: int, process_index: int = 
     local = global_batch // process_count
     index = index[:, process_index * local:(process_index + 1) * local].ravel()
     plan = np.stack([index, index], 1)
-    loader.n_valid = n
     return _finish(grain.MapDataset.source(plan).map(loader), local, workers, threads)

@@ -1,13 +1,23 @@
 """Prepared datasets: a table + split written as TFDS ArrayRecord files (no TensorFlow).
 
 One TFDS dataset per prepared folder with one split per part (train/val/test
-or fold_k). Each record holds the encoded image (JPEG or PNG, resized so the
-short side is `image_size`), the label, group and image ids, and the raw
-metadata fields (numbers as float32 with NaN for missing, categories as text).
+or fold_k). Each record holds the encoded image (JPEG or PNG, fitted to
+`image_size` by `data.geometry`: the short side resized for `crop`, the final square
+for `squash` and `pad`; see geometry.py), the label, group and image ids, and the raw
+metadata fields (numbers as float32 with NaN for missing, categories as text). A table
+with masks (`mask_path`, segmentation) adds `seg_mask`: the mask as a 0/255 PNG, fitted
+like its image with nearest-neighbour resampling; the masks' bytes join the inputs hash.
 
 Preparation is idempotent: the folder records a sha256 of its inputs (rows,
 split, image bytes, settings). The same inputs do nothing; different inputs
 are refused unless `overwrite=True`.
+
+Runs share prepared data by that hash (`prepare_shared`): one folder per distinct input
+under the store root (`store_root()`: $MULTIMODAL_PREPARED, else
+$MULTIMODAL_CACHE/prepared, else ~/.cache/multimodal/prepared), named
+`<dataset>-<inputs sha256[:16]>`, built in a temporary folder and renamed when complete.
+A run directory records the folder it used in `prepared_data.json` (`write_reference`).
+The store is a cache: a deleted folder is prepared again from the inputs.
 """
 
 from __future__ import annotations
@@ -18,21 +28,23 @@ import json
 import logging
 import os
 import shutil
+import socket
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 from PIL import Image
+from tqdm import tqdm
 
+from multimodal.data import geometry as geometry_lib
 from multimodal.data.splits import content_hashes
+from multimodal.errors import DataError, PreparedMismatch
 from multimodal.data.table import DatasetTable
 
 FORMAT_VERSION = "1.0.0"
 MANIFEST = "prepared.json"
-
-
-class PreparedMismatch(RuntimeError):
-    """The folder holds a dataset prepared from other inputs."""
+MASK = "seg_mask"  # the record feature of a segmentation mask (PNG, 0/255)
 
 
 def _tfds():
@@ -54,26 +66,49 @@ def _features(table: DatasetTable, encoding: str):
     for name, kind in table.metadata.items():
         spec[f"meta_{name}"] = (tfds.features.Text() if kind == "categorical"
                                 else tfds.features.Scalar(np.float32))
+    if has_masks(table):
+        spec[MASK] = tfds.features.Image(shape=(None, None, 1), encoding_format="png")
     return tfds.features.FeaturesDict(spec)
 
 
+def has_masks(table: DatasetTable) -> bool:
+    return "mask_path" in table.frame.columns
+
+
 def resize_short_side(image: Image.Image, size: int) -> Image.Image:
-    scale = size / min(image.size)
-    target = (max(size, round(image.size[0] * scale)), max(size, round(image.size[1] * scale)))
-    return image.resize(target, Image.BILINEAR if scale > 1 else Image.LANCZOS)
+    return geometry_lib.short_side(image, size)
 
 
-def encode_image(path: str, size: int, encoding: str, quality: int = 95) -> bytes:
+def encode_image(path: str, size: int, encoding: str, quality: int = 95,
+                 geometry: str = "crop") -> bytes:
     with Image.open(path) as im:
-        im = resize_short_side(im.convert("RGB"), size)
+        im = geometry_lib.for_storage(im.convert("RGB"), size, geometry)
         buf = io.BytesIO()
         im.save(buf, format="JPEG" if encoding == "jpeg" else "PNG", quality=quality)
         return buf.getvalue()
 
 
+def encode_mask(path: str, size: int, geometry: str = "crop") -> bytes:
+    """A binary mask file -> 0/255 PNG fitted like its image (nearest neighbour)."""
+    with Image.open(path) as im:
+        mask = np.asarray(im.convert("L")) > (0 if im.mode == "1" else 127)
+    mask = geometry_lib.for_storage(Image.fromarray(mask.astype(np.uint8) * 255), size, geometry,
+                                    resample=Image.NEAREST)
+    buf = io.BytesIO()
+    mask.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decode_mask(data: bytes) -> np.ndarray:
+    """A record's `seg_mask` PNG -> HxW uint8 0/255."""
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("L"))
+
+
 def inputs_hash(table: DatasetTable, split: pd.DataFrame, column: str, settings: dict,
                 hashes: list[str] | None = None) -> str:
-    """sha256 over everything a prepared dataset depends on."""
+    """sha256 over everything a prepared dataset depends on (the masks' bytes too, when the
+    table has masks)."""
     h = hashlib.sha256()
     h.update(json.dumps({"settings": settings, "classes": table.classes,
                          "metadata": table.metadata, "format": FORMAT_VERSION},
@@ -83,16 +118,35 @@ def inputs_hash(table: DatasetTable, split: pd.DataFrame, column: str, settings:
     h.update(split[["image_id", column]].to_csv(index=False).encode())
     for digest in hashes or content_hashes(table.frame["image_path"]):
         h.update(digest.encode())
+    if has_masks(table):
+        h.update(b"masks")
+        for digest in content_hashes(table.frame["mask_path"]):
+            h.update(digest.encode())
     return h.hexdigest()
 
 
-def _record(row, table: DatasetTable, size: int, encoding: str) -> dict:
+def prepared_settings(image_size: int, encoding: str = "jpeg", column: str = "split",
+                      geometry: str = "crop") -> dict:
+    """The settings a prepared dataset depends on (part of its inputs hash)."""
+    return {"image_size": image_size, "encoding": encoding, "column": column,
+            "geometry": geometry_lib.check(geometry)}
+
+
+def _progress(total: int, show: bool | None):
+    """A bar of records written; `show=None`: only when stderr is a terminal."""
+    return tqdm(total=total, unit="img", desc="preparing records", disable=None if show is None
+                else not show, dynamic_ncols=True, leave=False)
+
+
+def _record(row, table: DatasetTable, size: int, encoding: str, geometry: str = "crop") -> dict:
     record = {
-        "image": encode_image(row["image_path"], size, encoding),
+        "image": encode_image(row["image_path"], size, encoding, geometry=geometry),
         "label": table.classes.index(row["label"]),
         "image_id": str(row["image_id"]),
         "group_id": str(row["group_id"]),
     }
+    if has_masks(table):
+        record[MASK] = encode_mask(row["mask_path"], size, geometry)
     for name, kind in table.metadata.items():
         value = row[name]
         if kind == "categorical":
@@ -104,16 +158,22 @@ def _record(row, table: DatasetTable, size: int, encoding: str) -> dict:
 
 def prepare(table: DatasetTable, split: pd.DataFrame, out_dir: str, image_size: int = 224,
             column: str = "split", encoding: str = "jpeg", overwrite: bool = False,
-            workers: int = 8, hashes: list[str] | None = None) -> dict:
+            workers: int = 8, hashes: list[str] | None = None,
+            on_missing: str = "error", geometry: str = "crop",
+            progress: bool | None = None) -> dict:
     """Write one ArrayRecord split per value of `split[column]`; return the manifest.
 
     `hashes`: the images' sha256 in table order, when the caller has them already
-    (the leak check computes the same ones).
+    (the leak check computes the same ones). An image that does not decode (truncated,
+    empty, not an image) raises a `DataError` naming the file and row, or with
+    `on_missing="drop"` is left out with a warning (listed in the manifest).
+    `geometry`: how pictures become `image_size` squares (geometry.py). `progress`: a
+    progress bar of the records written (None: only on a terminal).
     """
     if encoding not in ("jpeg", "png"):
         raise ValueError(f"encoding must be 'jpeg' or 'png', not {encoding!r}")
     tfds = _tfds()
-    settings = {"image_size": image_size, "encoding": encoding, "column": column}
+    settings = prepared_settings(image_size, encoding, column, geometry)
     digest = inputs_hash(table, split, column, settings, hashes)
     manifest_path = os.path.join(out_dir, MANIFEST)
     if os.path.exists(manifest_path):
@@ -125,29 +185,50 @@ def prepare(table: DatasetTable, split: pd.DataFrame, out_dir: str, image_size: 
         if not overwrite:
             raise PreparedMismatch(
                 f"{out_dir} was prepared from other inputs ({manifest['inputs_sha256'][:12]} != "
-                f"{digest[:12]}); pass overwrite=True (--overwrite) to replace it")
+                f"{digest[:12]})", f"it is a cache: remove it (rm -r {out_dir}), choose another "
+                "folder (data.prepared_dir), or replace it with scripts/prepare_data.py --overwrite")
         shutil.rmtree(out_dir)
 
     frame = table.frame.merge(split[["image_id", column]], on="image_id", how="inner")
     parts = {str(p): rows for p, rows in frame.groupby(column, sort=True)}
 
+    unreadable = []  # (row, problem) of images that fail to decode: dropped or refused
+
+    def safe_record(row):
+        try:
+            return _record(row, table, image_size, encoding, geometry)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            return f"unreadable image ({type(exc).__name__}: {exc})"
+
     def generate(rows):
-        with ThreadPoolExecutor(workers) as pool:
-            records = pool.map(lambda r: _record(r, table, image_size, encoding),
-                               (row for _, row in rows.iterrows()))
-            for record in records:
+        with ThreadPoolExecutor(workers) as pool, _progress(len(rows), progress) as bar:
+            records = pool.map(safe_record, (row for _, row in rows.iterrows()))
+            for (_, row), record in zip(rows.iterrows(), records):
+                if isinstance(record, str):
+                    if on_missing != "drop":
+                        raise DataError(f"{record}: {row['image_path']}", table.file,
+                                        _line(row), "set data.on_missing=drop to drop such "
+                                        "rows with a warning (data.verify=decode finds them "
+                                        "all when the table is loaded)")
+                    unreadable.append((row, record))
+                    continue
                 yield record["image_id"], record
+                bar.update()
 
     features = _features(table, encoding)
+
+    class _LocalInfo(tfds.core.DatasetInfo):
+        def initialize_from_bucket(self):
+            """Never on GCS; TFDS's version leaves an empty tmp*tfds folder in the temp dir."""
 
     # Not registered by name: one process may prepare several datasets.
     class Prepared(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         VERSION = tfds.core.Version(FORMAT_VERSION)
 
         def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=features,
-                                         description=f"{table.name} prepared by multimodal",
-                                         metadata=tfds.core.MetadataDict(inputs_sha256=digest))
+            return _LocalInfo(builder=self, features=features,
+                              description=f"{table.name} prepared by multimodal",
+                              metadata=tfds.core.MetadataDict(inputs_sha256=digest))
 
         def _split_generators(self, dl_manager):
             return {name: generate(rows) for name, rows in parts.items()}
@@ -159,9 +240,17 @@ def prepare(table: DatasetTable, split: pd.DataFrame, out_dir: str, image_size: 
     builder = Prepared(data_dir=out_dir, file_format="array_record")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         verify_ssl=True, try_download_gcs=False))
+    if unreadable:
+        row, problem = unreadable[0]
+        warnings.warn(f"{table.file or table.name}: dropped {len(unreadable)} row(s) whose image "
+                      f"does not decode, e.g. line {_line(row)}: {problem}: {row['image_path']}",
+                      stacklevel=2)
+    dropped = {str(row["image_id"]) for row, _ in unreadable}
     manifest = {"inputs_sha256": digest, "settings": settings, "classes": list(table.classes),
-                "metadata": table.metadata, "name": table.name,
-                "splits": {k: int(len(v)) for k, v in parts.items()},
+                "metadata": table.metadata, "name": table.name, "masks": has_masks(table),
+                "splits": {k: int((~v["image_id"].astype(str).isin(dropped)).sum())
+                           for k, v in parts.items()},
+                "dropped_unreadable": sorted(dropped),
                 "data_dir": os.path.relpath(builder.data_dir, out_dir)}
     with open(manifest_path + ".tmp", "w") as f:
         json.dump(manifest, f, indent=1)
@@ -170,10 +259,14 @@ def prepare(table: DatasetTable, split: pd.DataFrame, out_dir: str, image_size: 
     return manifest
 
 
+def _line(row) -> int | None:
+    return int(row["_line"]) if "_line" in row and not pd.isna(row["_line"]) else None
+
+
 def read_manifest(out_dir: str) -> dict:
     path = os.path.join(out_dir, MANIFEST)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{out_dir} holds no prepared dataset (no {MANIFEST}); "
+        raise DataError(f"{out_dir} holds no prepared dataset (no {MANIFEST}); "
                                 "run scripts/prepare_data.py first")
     with open(path) as f:
         return json.load(f)
@@ -184,9 +277,12 @@ def open_split(out_dir: str, split: str):
     tfds = _tfds()
     manifest = read_manifest(out_dir)
     if split not in manifest["splits"]:
-        raise KeyError(f"no split {split!r} in {out_dir}; it has {sorted(manifest['splits'])}")
+        raise DataError(f"no split {split!r} in {out_dir}; it has {sorted(manifest['splits'])}")
     builder = tfds.builder_from_directory(os.path.join(out_dir, manifest["data_dir"]))
-    return builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+    decoders = {"image": tfds.decode.SkipDecoding()}
+    if manifest.get("masks"):
+        decoders[MASK] = tfds.decode.SkipDecoding()
+    return builder.as_data_source(split=split, decoders=decoders)
 
 
 def record_metadata(record: dict, kinds: dict) -> dict:
@@ -207,3 +303,124 @@ def split_frame(source, manifest: dict) -> pd.DataFrame:
                      "label": manifest["classes"][rec["label"]],
                      **record_metadata(rec, manifest["metadata"])})
     return pd.DataFrame(rows)
+
+
+# -- the shared store: prepared data reused by content hash ---------------------------------
+PREPARED_ENV = "MULTIMODAL_PREPARED"
+REFERENCE = "prepared_data.json"  # in a run directory: the prepared folder it used
+
+
+def store_root() -> str:
+    """$MULTIMODAL_PREPARED, else $MULTIMODAL_CACHE/prepared, else
+    $XDG_CACHE_HOME (~/.cache)/multimodal/prepared."""
+    root = os.environ.get(PREPARED_ENV)
+    if not root:
+        cache = os.environ.get("MULTIMODAL_CACHE") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "multimodal")
+        root = os.path.join(cache, "prepared")
+    return os.path.abspath(os.path.expanduser(root))
+
+
+def shared_dir(name: str, digest: str, root: str | None = None) -> str:
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "dataset"
+    return os.path.join(root or store_root(), f"{safe}-{digest[:16]}")
+
+
+def complete_manifest(path: str, digest: str | None = None) -> dict | None:
+    """The manifest of a complete prepared folder (made from `digest` when given), else None."""
+    try:
+        with open(os.path.join(path, MANIFEST)) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if digest is not None and manifest.get("inputs_sha256") != digest:
+        return None
+    if not os.path.isdir(os.path.join(path, manifest.get("data_dir", "\0"))):
+        return None  # the records were deleted: rebuild
+    return manifest
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _temp_dir(path: str) -> str:
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())
+    parent, name = os.path.split(path)
+    for entry in os.listdir(parent):  # left by killed preparations of this host
+        pid = entry.rpartition("-")[2]
+        if entry.startswith(f".tmp-{name}-{host}-") and pid.isdigit() and \
+                not _pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+    return os.path.join(parent, f".tmp-{name}-{host}-{os.getpid()}")
+
+
+def prepare_shared(table: DatasetTable, split: pd.DataFrame, image_size: int = 224,
+                   column: str = "split", encoding: str = "jpeg", geometry: str = "crop",
+                   hashes: list[str] | None = None, root: str | None = None, known=(),
+                   on_missing: str = "error", workers: int = 8, progress: bool | None = None,
+                   build: bool = True) -> tuple[str, dict | None]:
+    """Prepared data for these inputs from the shared store: (folder, manifest), the
+    manifest's status "reused" or "prepared".
+
+    `known`: folders to try before the store (the one a run recorded, a run's own
+    `prepared/` from before the store); any holding these very inputs is used. Else the
+    store's `<dataset>-<digest>` folder is used or, when missing or damaged, prepared in a
+    temporary folder and renamed (concurrent preparations of the same inputs: the first
+    rename wins, the others are discarded). `build=False` (hosts other than the first)
+    only locates the folder and returns manifest None.
+    """
+    hashes = list(hashes) if hashes is not None else content_hashes(table.frame["image_path"])
+    settings = prepared_settings(image_size, encoding, column, geometry)
+    digest = inputs_hash(table, split, column, settings, hashes)
+    path = shared_dir(table.name, digest, root)
+    for candidate in [*known, path]:
+        if candidate and (manifest := complete_manifest(candidate, digest)) is not None:
+            return candidate, {**manifest, "status": "reused"}
+    if not build:
+        return path, None
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = _temp_dir(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        manifest = prepare(table, split, tmp, image_size, column=column, encoding=encoding,
+                           workers=workers, hashes=hashes, on_missing=on_missing,
+                           geometry=geometry, progress=progress)
+        try:
+            os.rename(tmp, path)
+        except OSError:  # the folder exists: another process's complete one, or a damaged one
+            if complete_manifest(path, digest) is not None:
+                return path, {**complete_manifest(path, digest), "status": "reused"}
+            shutil.rmtree(path, ignore_errors=True)
+            os.rename(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path, {**manifest, "status": "prepared"}
+
+
+def write_reference(workdir: str, path: str, manifest: dict, **extra) -> dict:
+    """Record in a run directory which prepared folder it used (and `extra` facts)."""
+    reference = {"path": os.path.abspath(path), "inputs_sha256": manifest["inputs_sha256"],
+                 "name": manifest.get("name"), "settings": manifest.get("settings"),
+                 "splits": manifest.get("splits"), **extra}
+    os.makedirs(workdir, exist_ok=True)
+    target = os.path.join(workdir, REFERENCE)
+    with open(target + ".tmp", "w") as f:
+        json.dump(reference, f, indent=1)
+    os.replace(target + ".tmp", target)
+    return reference
+
+
+def read_reference(workdir: str) -> dict | None:
+    """What `write_reference` recorded in a run directory, or None (older runs)."""
+    try:
+        with open(os.path.join(workdir, REFERENCE)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None

@@ -15,7 +15,9 @@ import io
 import numpy as np
 from PIL import Image
 
-from multimodal.data.pipeline import crop, decode
+from multimodal.data.geometry import fit
+from multimodal.data.pipeline import decode
+from multimodal.errors import ConfigError
 
 METHODS = ("random", "smote", "adasyn")
 
@@ -32,7 +34,7 @@ def oversample_arrays(images: np.ndarray, labels: np.ndarray, method: str = "smo
     from imblearn.over_sampling import ADASYN, SMOTE, RandomOverSampler
 
     if method not in METHODS:
-        raise ValueError(f"resampling method must be one of {METHODS}, not {method!r}")
+        raise ConfigError(f"data.resample: method must be one of {METHODS}, not {method!r}")
     smallest = np.bincount(labels)[np.bincount(labels) > 0].min()
     k = max(1, min(k_neighbors, smallest - 1))
     sampler = {"random": lambda: RandomOverSampler(random_state=seed),
@@ -59,10 +61,11 @@ class InMemorySource:
 
 
 def oversampled_source(source, metadata_kinds: dict, image_size: int, method: str,
-                       seed: int = 0) -> InMemorySource:
-    """Decode a training split at `image_size` (centre crop), oversample, re-encode as PNG."""
+                       seed: int = 0, geometry: str = "crop") -> InMemorySource:
+    """Decode a training split as `image_size` squares (by `geometry`, as at evaluation),
+    oversample, re-encode as PNG."""
     originals = [source[i] for i in range(len(source))]
-    images = np.stack([crop(decode(r["image"]), image_size, None) for r in originals])
+    images = np.stack([fit(decode(r["image"]), image_size, geometry) for r in originals])
     labels = np.array([r["label"] for r in originals], np.int32)
     new_images, new_labels, synthetic = oversample_arrays(images, labels, method, seed)
     blank = {f"meta_{name}": (b"" if kind == "categorical" else np.float32(np.nan))

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from multimodal.data.errors import DataError, LeakageError
+from multimodal.errors import DataError, LeakageError
 from multimodal.data.table import DatasetTable
+from multimodal.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 _GRAIN = 20  # train/val/test fractions are met to 1/_GRAIN
@@ -93,7 +94,7 @@ def train_val_test(table: DatasetTable, val: float = 0.15, test: float = 0.15, s
     """Grouped, stratified train/val/test split, fractions rounded to 1/20."""
     n_val, n_test = round(val * _GRAIN), round(test * _GRAIN)
     if n_val + n_test >= _GRAIN or min(n_val, n_test) < 0:
-        raise ValueError(f"val={val} and test={test} leave no training data")
+        raise ConfigError(f"val={val} and test={test} leave no training data")
     folds = _fold_ids(table.frame, _GRAIN, seed, stratify, bins, by)
     order = np.random.default_rng(seed).permutation(_GRAIN)
     role = np.array(["train"] * _GRAIN, dtype=object)
@@ -110,17 +111,81 @@ def save_split(split: pd.DataFrame, path) -> None:
 
 
 def load_split(path, table: DatasetTable) -> pd.DataFrame:
-    """Read a split CSV and check it covers exactly the table's images."""
+    """Read a split CSV and check its columns, its values and that its images exist.
+
+    A split file has `image_id` and either `split` (train / val / test) or `fold`
+    (integers 0..K-1, every fold present); `group_id` and `label` are written for
+    readers (the dataset's own groups and labels are what counts). Images of the
+    dataset absent from the file are left out of every part.
+    """
     if not os.path.exists(path):
-        raise DataError("split file not found", path)
-    split = pd.read_csv(path, dtype={"image_id": str, "group_id": str, "label": str})
+        raise DataError("split file not found", path,
+                        hint="point data.split_file at an existing CSV, or unset it "
+                             "(--set data.split_file=null) to make a grouped split")
+    split = pd.read_csv(path, dtype={"image_id": str, "group_id": str, "label": str,
+                                     "split": str})
+    if "image_id" not in split.columns:
+        raise DataError("a split file needs an 'image_id' column", path, 1,
+                        hint="columns: image_id, group_id, label and split or fold")
     if "split" not in split.columns and "fold" not in split.columns:
-        raise DataError("a split file needs a 'split' or 'fold' column", path)
+        raise DataError("a split file needs a 'split' (train/val/test) or 'fold' (0..K-1) "
+                        "column", path, 1)
+    if "split" in split.columns:
+        bad = ~split["split"].isin(SPLITS)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"split {split['split'].iloc[row]!r} of {split['image_id'].iloc[row]}"
+                            f" is not one of {list(SPLITS)}", path, row + 2)
+    if "fold" in split.columns:
+        split["fold"] = _fold_values(split["fold"], path)
     unknown = set(split["image_id"]) - set(table.frame["image_id"])
     if unknown:
-        raise DataError(f"{len(unknown)} image id(s) not in the dataset, e.g. "
-                        f"{sorted(unknown)[0]!r}", path)
+        first = sorted(unknown)[0]
+        line = int(np.flatnonzero(split["image_id"] == first)[0]) + 2
+        raise DataError(f"{len(unknown)} image id(s) not in the dataset, e.g. {first!r}",
+                        path, line, hint="the split file belongs to another dataset: check "
+                                         "data.source and data.options, or data.split_file")
+    dup = split["image_id"].duplicated()
+    if dup.any():
+        row = int(np.flatnonzero(dup)[0])
+        raise DataError(f"image {split['image_id'].iloc[row]!r} listed twice", path, row + 2)
     return split
+
+
+def _fold_values(values: pd.Series, path) -> pd.Series:
+    """Folds as integers 0..K-1 with every fold present; a DataError names the first bad row."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() | (numbers < 0) | (numbers != numbers.round())
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"fold {values.iloc[row]!r} is not an integer 0..K-1", path, row + 2)
+    folds = numbers.astype(int)
+    absent = sorted(set(range(folds.max() + 1)) - set(folds))
+    if absent:
+        raise DataError(f"folds must be numbered 0..K-1 without gaps; no row has fold "
+                        f"{absent[0]} (K = {folds.max() + 1})", path)
+    return folds
+
+
+def split_column(split: pd.DataFrame) -> str:
+    """The column assigning parts: `split` when present, else `fold`."""
+    if "split" in split.columns:
+        return "split"
+    if "fold" in split.columns:
+        return "fold"
+    raise DataError("a split needs a 'split' or 'fold' column")
+
+
+def fold_roles(folds: pd.Series, k: int) -> pd.Series:
+    """train / val / test of K-fold run k: fold k is the test part, fold (k+1) mod K
+    validates (early stopping, calibration), the other K-2 folds train."""
+    n = int(folds.max()) + 1
+    if n < 3:
+        raise ConfigError(f"a K-fold run needs K >= 3 (one test fold, one validation fold, "
+                          f"one or more training folds), not {n}")
+    if not 0 <= k < n:
+        raise ConfigError(f"fold {k} is not among the folds 0..{n - 1}")
+    return folds.map(lambda f: "test" if f == k else "val" if f == (k + 1) % n else "train")
 
 
 def content_hashes(paths, workers: int = 8) -> list[str]:
@@ -133,13 +198,17 @@ def content_hashes(paths, workers: int = 8) -> list[str]:
         return list(pool.map(digest, paths))
 
 
-def check_leakage(table: DatasetTable, split: pd.DataFrame, column: str = "split",
+def check_leakage(table: DatasetTable, split: pd.DataFrame, column: str | None = None,
                   allow: bool = False, hashes: list[str] | None = None) -> list[str]:
     """Refuse splits where a group or an identical image sits in two parts.
 
-    Returns the list of problems found (empty when clean). Raises
-    `LeakageError` unless `allow`, in which case it warns instead.
+    `column` defaults to `fold` when the split has one (folds are the finest parts: a
+    clean K-fold file is clean for every run k), else `split`. Returns the list of
+    problems found (empty when clean). Raises `LeakageError` unless `allow`, in which
+    case it warns instead.
     """
+    if column is None:
+        column = "fold" if "fold" in split.columns else split_column(split)
     frame = table.frame[["image_id", "group_id", "image_path"]].merge(
         split[["image_id", column]], on="image_id", how="inner")
     if hashes is None:
@@ -153,10 +222,12 @@ def check_leakage(table: DatasetTable, split: pd.DataFrame, column: str = "split
         for value in parts[parts > 1].index:
             rows = frame[frame[key] == value]
             where = ", ".join(f"{i} in {s}" for i, s in zip(rows["image_id"], rows[column]))
-            problems.append(f"{what} {value[:16]} spans splits: {where}")
+            problems.append(f"{what} {value[:16]} spans {column}s: {where}")
     if problems:
-        message = f"{len(problems)} leak(s) between splits; first: {problems[0]}"
+        message = f"{len(problems)} leak(s) between {column}s; first: {problems[0]}"
         if not allow:
-            raise LeakageError(message + ". Re-split by group (the default).")
+            raise LeakageError(message, "Re-split by group: unset data.split_file (--set "
+                               "data.split_file=null) for a grouped split, or make the file "
+                               "with multimodal.data.splits.grouped_kfold / train_val_test")
         warnings.warn(message, LeakageWarning, stacklevel=2)
     return problems

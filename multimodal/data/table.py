@@ -4,6 +4,8 @@ A table is one row per image with columns `image_id`, `image_path`, `label`
 (string), `group_id` (what must never cross splits: lesion or patient),
 `source`, plus the metadata columns the dataset has. `_line` keeps the line
 of the source file the row came from, so every later error can point at it.
+For segmentation a source adds `mask_path`: one binary lesion mask per image (0 and 255,
+or 0 and 1; single channel, or RGB with equal channels), the image's size (`check_masks`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from multimodal.data.errors import DataError
+from multimodal.errors import DataError
+from multimodal.errors import ConfigError
 
 REQUIRED = ("image_id", "image_path", "label", "group_id", "source")
 OnMissing = Literal["error", "drop"]
@@ -35,14 +38,10 @@ class DatasetTable:
     classes: tuple[str, ...]
     metadata: dict[str, MetaKind]  # feature columns only (never label proxies)
     name: str = ""
+    file: str | None = None  # the file rows came from (`_line` numbers refer to it)
 
     def __len__(self) -> int:
         return len(self.frame)
-
-    @property
-    def label_index(self) -> np.ndarray:
-        lookup = {c: i for i, c in enumerate(self.classes)}
-        return self.frame["label"].map(lookup).to_numpy(np.int32)
 
     def subset(self, image_ids) -> DatasetTable:
         frame = self.frame.set_index("image_id").loc[list(image_ids)].reset_index()
@@ -61,7 +60,17 @@ def read_csv(path, **kwargs) -> pd.DataFrame:
     """Read a CSV keeping every field as text and recording each row's file line."""
     if not os.path.exists(path):
         raise DataError("file not found", path)
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, **kwargs)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, **kwargs)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text (byte {exc.start}: {exc.reason})", path,
+                        hint="save the file as UTF-8 CSV") from None
+    except pd.errors.EmptyDataError:
+        raise DataError("empty file (no header, no rows)", path) from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"not a readable CSV ({' '.join(str(exc).split())})", path) from None
+    if frame.empty:
+        raise DataError("no rows below the header", path)
     frame["_line"] = np.arange(len(frame)) + 2  # header is line 1
     return frame
 
@@ -74,10 +83,11 @@ def _drop_or_raise(frame, bad: pd.Series, problem, file, on_missing: OnMissing):
     if on_missing == "error":
         detail = problem(first) if callable(problem) else problem
         raise DataError(
-            f"{detail} ({int(bad.sum())} row(s) affected; pass on_missing='drop' "
-            "(--on-missing drop) to drop them with a warning)",
+            f"{detail} ({int(bad.sum())} row(s) affected)",
             file,
             int(first["_line"]),
+            "set data.on_missing=drop (--set data.on_missing=drop) to drop such rows with a "
+            "warning",
         )
     label = problem(first) if callable(problem) else problem
     warnings.warn(f"{file}: dropped {int(bad.sum())} row(s): e.g. {label}", stacklevel=3)
@@ -85,16 +95,61 @@ def _drop_or_raise(frame, bad: pd.Series, problem, file, on_missing: OnMissing):
 
 
 def _image_problem(path: str, verify: Verify) -> str | None:
+    """`exists`: present, not empty, with an image header (cheap); `decode`: a full decode
+    (the only check that sees a truncated file; preparation catches those too)."""
     if not os.path.isfile(path):
         return "image file not found"
-    if verify != "decode":
-        return None
+    if os.path.getsize(path) == 0:
+        return "empty image file (0 bytes)"
     try:
         with Image.open(path) as im:
-            im.load()  # a full decode: verify() alone misses truncated JPEGs
+            if verify == "decode":
+                im.load()  # a full decode: verify() alone misses truncated JPEGs
     except Exception as exc:  # noqa: BLE001 - any decoder failure makes the file unusable
         return f"unreadable image ({type(exc).__name__}: {exc})"
     return None
+
+
+def _mask_problem(mask_path: str, image_path: str) -> str | None:
+    """Missing, unreadable, not the image's size, or not binary: what is wrong, else None."""
+    if not os.path.isfile(mask_path):
+        return f"mask file not found: {mask_path}"
+    try:
+        with Image.open(mask_path) as im:
+            im.load()
+            mask = np.asarray(im.convert("L") if im.mode not in ("L", "1", "RGB") else im)
+            size = im.size
+    except Exception as exc:  # noqa: BLE001 - any decoder failure makes the file unusable
+        return f"unreadable mask ({type(exc).__name__}: {exc}): {mask_path}"
+    try:
+        with Image.open(image_path) as im:
+            image_size = im.size
+    except Exception:  # noqa: BLE001 - the image check reports unreadable images
+        image_size = size
+    if size != image_size:
+        return (f"mask size {size[0]}x{size[1]} differs from its image's "
+                f"{image_size[0]}x{image_size[1]}: {mask_path} (image {image_path})")
+    if mask.ndim == 3:
+        if (mask != mask[..., :1]).any():
+            return f"mask is not binary (colour, channels differ): {mask_path}"
+        mask = mask[..., 0]
+    values = np.unique(mask)
+    if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
+        odd = [int(v) for v in values if v not in (0, 1, 255)][:3]
+        return (f"mask is not binary ({len(values)} distinct values, e.g. {odd}; expected "
+                f"0 and 255): {mask_path}")
+    return None
+
+
+def check_masks(frame: pd.DataFrame, file, on_missing: OnMissing,
+                workers: int = 8) -> pd.DataFrame:
+    """Each row's `mask_path` must be a binary mask of its image's size; rows whose mask is
+    missing, unreadable, of another size or not binary raise a `DataError` naming the mask
+    file and the row, or are dropped with `on_missing='drop'`."""
+    with ThreadPoolExecutor(workers) as pool:
+        found = list(pool.map(_mask_problem, frame["mask_path"], frame["image_path"]))
+    problems = pd.Series(found, index=frame.index)
+    return _drop_or_raise(frame, problems.notna(), lambda r: problems[r.name], file, on_missing)
 
 
 def check_images(paths, verify: Verify, workers: int = 8) -> list[str | None]:
@@ -139,7 +194,7 @@ def finalize(
     which copy to keep is not ours to guess.
     """
     if on_missing not in ("error", "drop"):
-        raise ValueError(f"on_missing must be 'error' or 'drop', not {on_missing!r}")
+        raise ConfigError(f"data.on_missing must be 'error' or 'drop', not {on_missing!r}")
     classes = tuple(classes)
     require_columns(frame, [c for c in REQUIRED if c != "source"], file)
     frame = frame.assign(source=name)
@@ -168,10 +223,13 @@ def finalize(
         file,
         on_missing,
     )
+    if "mask_path" in frame.columns and not frame.empty:  # segmentation: one mask per image
+        frame = check_masks(frame, file, on_missing)
     if frame.empty:
         raise DataError("no usable rows left", file)
     for column in metadata:
         require_columns(frame, [column], file)
     frame["label"] = frame["label"].astype(str)
     frame["group_id"] = frame["group_id"].astype(str)
-    return DatasetTable(frame.reset_index(drop=True), classes, dict(metadata), name)
+    return DatasetTable(frame.reset_index(drop=True), classes, dict(metadata), name,
+                        str(file) if file is not None else None)

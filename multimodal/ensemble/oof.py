@@ -1,9 +1,12 @@
 """Out-of-fold predictions: grouped K-fold over the development rows, one member per fold.
 
-The development rows are every row of the base split outside `test`. Fold k's model
-trains on the other folds (fold k+1 is its validation for early stopping) and predicts
-fold k only, so no row's stacking input comes from a model that saw it. The guard
-`check_out_of_fold` refuses any prediction of a row its model trained or validated on.
+The development rows are every row of the base split outside `test`. Their folds are
+the base split's own (a K-fold split file run with `data.fold: k`: the K-1 folds other
+than k, renumbered) or, for a train/val/test split, grouped stratified folds made here.
+Fold j's model trains on the other folds (fold j+1 is its validation for early stopping)
+and predicts fold j only, so no row's stacking input comes from a model that saw it.
+The guard `check_out_of_fold` refuses any prediction of a row its model trained or
+validated on.
 """
 
 from __future__ import annotations
@@ -14,25 +17,42 @@ import os
 import pandas as pd
 
 from multimodal.config import Config
-from multimodal.data.errors import LeakageError
-from multimodal.data.splits import grouped_kfold, save_split
+from multimodal.errors import LeakageError
+from multimodal.data.splits import fold_roles, grouped_kfold, save_split
 from multimodal.data.table import DatasetTable
 from multimodal.ensemble.members import member_predictions
+from multimodal.errors import ConfigError
 
 
-def dev_folds(table: DatasetTable, base_split: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
-    """image_id, group_id, label, fold for the development rows (grouped, stratified)."""
-    dev = base_split.loc[base_split["split"] != "test", "image_id"]
-    return grouped_kfold(table.subset(dev), k, seed)
+def dev_folds(table: DatasetTable, base_split: pd.DataFrame, k: int | None,
+              seed: int) -> pd.DataFrame:
+    """image_id, group_id, label, fold for the development rows (grouped, stratified).
+
+    A base split from a K-fold file keeps its folds (renumbered 0..K-2; `k`, if given,
+    must be K-1); otherwise `k` (default 5) grouped folds are made.
+    """
+    dev_rows = base_split[base_split["split"] != "test"]
+    if "fold" in base_split.columns:
+        numbers = sorted(dev_rows["fold"].astype(int).unique())
+        if k is not None and k != len(numbers):
+            raise ConfigError(f"the K-fold split file leaves {len(numbers)} development folds "
+                              f"and stacking uses them; --folds {k} asks for others",
+                              f"drop --folds (or pass --folds {len(numbers)})")
+        frame = table.subset(dev_rows["image_id"]).frame[["image_id", "group_id", "label"]]
+        lookup = dict(zip(dev_rows["image_id"], dev_rows["fold"].astype(int)))
+        renumber = {f: i for i, f in enumerate(numbers)}
+        return frame.assign(fold=frame["image_id"].map(lookup).map(renumber).astype(int)
+                            ).reset_index(drop=True)
+    return grouped_kfold(table.subset(dev_rows["image_id"]), k or 5, seed)
 
 
 def fold_split(folds: pd.DataFrame, k: int) -> pd.DataFrame:
     n = folds["fold"].max() + 1
     if n < 3:  # one fold predicted, one validating, at least one training
-        raise ValueError(f"stacking needs at least 3 folds, not {n}")
-    role = folds["fold"].map(lambda f: "test" if f == k else "val" if f == (k + 1) % n
-                             else "train")
-    return folds[["image_id", "group_id", "label"]].assign(split=role)
+        raise ConfigError(f"stacking needs at least 3 folds, not {n}",
+                          "pass --folds 3 or more (a K-fold split file: 4 or more folds, one "
+                          "being the test fold)")
+    return folds[["image_id", "group_id", "label"]].assign(split=fold_roles(folds["fold"], k))
 
 
 def check_out_of_fold(predicted_ids, split: pd.DataFrame, fold: int) -> None:
@@ -46,7 +66,8 @@ def check_out_of_fold(predicted_ids, split: pd.DataFrame, fold: int) -> None:
 def train_once(train_fn, cfg: Config, run_dir: str, show_progress: bool = True) -> None:
     """Train a member unless its run finished; resume one that was interrupted."""
     if not os.path.exists(os.path.join(run_dir, "summary.json")):
-        resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
+        latest = os.path.join(run_dir, "checkpoints", "latest")
+        resume = os.path.isdir(latest) and any(e.isdigit() for e in os.listdir(latest))
         train_fn(cfg, run_dir, resume=resume, show_progress=show_progress)
 
 
@@ -63,7 +84,8 @@ def out_of_fold(cfg: Config, folds: pd.DataFrame, workdir: str, train_fn,
         split_path = os.path.join(run_dir, "fold_split.csv")
         if not os.path.exists(split_path):
             save_split(split, split_path)
-        cfg_k = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, split_file=split_path))
+        cfg_k = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, split_file=split_path,
+                                                                  fold=None))
         train_once(train_fn, cfg_k, run_dir, show_progress)
         preds = member_predictions(run_dir, splits=("test",))[0]["test"]
         check_out_of_fold(preds["image_id"], pd.read_csv(split_path, dtype=str), k)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
+from multimodal.errors import DataError
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -25,7 +26,7 @@ def threshold_for_sensitivity(scores: np.ndarray, truth: np.ndarray, target: flo
     """Highest threshold on `scores` whose sensitivity on `truth` reaches `target`."""
     positives = np.sort(scores[truth])[::-1]
     if len(positives) == 0:
-        raise ValueError("no positive examples to choose an operating point on")
+        raise DataError("no positive examples to choose an operating point on")
     k = int(np.ceil(target * len(positives)))
     return float(positives[min(k, len(positives)) - 1])
 

@@ -1,175 +1,118 @@
-"""Evaluate a trained run: metrics with intervals, plots, subgroups, calibration, saliency."""
+"""Evaluate a trained run or an ensemble: build the `Context`, run the evaluators
+(evaluators.py) in a list, write metrics.json, predictions.csv and the report."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 
-import numpy as np
-
-from multimodal.ensemble.manifest import ensemble_predictions, is_ensemble, read_manifest
-from multimodal.evaluation import calibration, plots
-from multimodal.evaluation.metrics import evaluate_predictions, point_metrics
-from multimodal.evaluation.report import metrics_markdown, per_class_markdown, write_report
-from multimodal.evaluation.saliency import error_gallery
-from multimodal.evaluation.subgroups import subgroup_markdown, subgroup_tables
-from multimodal.training.features import run_cache
-from multimodal.training.inputs import example_loader
-from multimodal.training.predict import external_inputs, load_run, predict_split, run_inputs
-
-
-def _arrays(preds, classes):
-    lookup = {c: i for i, c in enumerate(classes)}
-    labels = preds["label"].map(lookup).to_numpy()
-    logits = preds[[f"logit_{c}" for c in classes]].to_numpy(np.float64)
-    probs = preds[[f"prob_{c}" for c in classes]].to_numpy(np.float64)
-    return labels, logits, probs
-
-
-def _confident_errors(run, inputs, split, preds, probs, labels, k):
-    wrong = np.flatnonzero(probs.argmax(1) != labels)
-    order = wrong[np.argsort(-probs[wrong].max(1))][:k]
-    loader = example_loader(run.cfg, inputs, split, train=False)
-    position = {i: n for n, i in enumerate(inputs.frames[split]["image_id"])}
-    examples = []
-    for row in order:
-        ex = loader((0, position[preds["image_id"].iloc[row]]))
-        examples.append({**ex, "predicted": int(probs[row].argmax()),
-                         "confidence": float(probs[row].max())})
-    return examples
+from multimodal.ensemble.manifest import (calibration_rows, ensemble_predictions, is_ensemble,
+                                          read_manifest)
+from multimodal.ensemble.members import ExternalData
+from multimodal.config import load_run_config
+from multimodal.errors import UserError
+from multimodal.evaluation.context import Context, Options
+from multimodal.evaluation.evaluators import EVALUATORS
+from multimodal.evaluation.report import evaluation_markdown, write_report
+from multimodal.evaluation.segmentation import evaluate_segmentation
+from multimodal.runs import external_inputs, load_run, predict_split, run_cache, run_inputs
 
 
 def evaluate_run(checkpoint: str, out_dir: str, data_config: str | None = None,
                  split: str = "test", tta: bool = False, n_boot: int = 1000,
                  operating_class: str | None = "mel", target_sensitivity: float = 0.9,
-                 n_saliency: int = 6) -> dict:
-    """Evaluate a run directory, or an ensemble directory (manifest.json), into out_dir."""
-    os.makedirs(out_dir, exist_ok=True)
-    if is_ensemble(checkpoint):
-        if data_config is not None:
-            raise ValueError("--data is not supported for ensembles yet: evaluate the members")
-        by_split, inputs, classes = ensemble_predictions(checkpoint, tuple({split, "val"}))
-        kind = read_manifest(checkpoint)["kind"]
-        info = {"checkpoint": os.path.abspath(checkpoint), "step": None, "split": split,
-                "data": "the members' own split", "tta": False, "modality": f"ensemble: {kind}"}
-        notes = ["Ensemble: no saliency maps (they belong to single models)."]
-        if kind == "stacking":
-            notes.append("Calibration and the operating point use the stacker's grouped inner "
-                         "validation rows (the base validation rows fed the stacker).")
-        return _evaluate(by_split[split], by_split.get("val"), classes, inputs.table_frame,
-                         out_dir, info, n_boot, operating_class, target_sensitivity, notes)
-    run = load_run(checkpoint)
-    own = run_inputs(run) if data_config is None else None
-    inputs = own if own is not None else external_inputs(run, data_config,
-                                                         os.path.join(out_dir, "prepared"))
+                 n_saliency: int = 6, data_overrides=()) -> dict:
+    """Evaluate a run directory, or an ensemble directory (manifest.json), into out_dir
+    (created only once the run or ensemble has loaded).
+
+    `data_config` (with `data_overrides`, `key=value` items) scores every row of another
+    dataset instead of `split`. Temperature scaling and the operating point are fitted on
+    the model's own validation rows (`calibration_rows` in metrics.json says which); when
+    those are the reported rows (`split="val"`) the report and metrics.json say so
+    (`calibration_on_same_rows`).
+    """
+    if not is_ensemble(checkpoint) and load_run_config(checkpoint).task == "segmentation":
+        return evaluate_segmentation(checkpoint, out_dir, data_config, split, tta, n_boot,
+                                     n_overlays=n_saliency)
     if data_config is not None:
-        split = "test"
+        split = "test"  # another dataset: all its rows
+    options = Options(n_boot, operating_class, target_sensitivity, n_saliency)
+    make = _ensemble_context if is_ensemble(checkpoint) else _run_context
+    return run_evaluators(make(checkpoint, out_dir, data_config, split, tta, options,
+                               tuple(data_overrides)))
+
+
+def _ensemble_context(checkpoint, out_dir, data_config, split, tta, options, overrides):
+    manifest = read_manifest(checkpoint)
+    data = ExternalData(data_config, overrides=overrides) if data_config is not None else None
+    by_split, inputs, classes = ensemble_predictions(
+        checkpoint, tuple(dict.fromkeys([split, "val"])), data)
+    info = {"checkpoint": os.path.abspath(checkpoint), "step": None, "split": split,
+            "data": data_config or "the members' own split", "tta": False,
+            "modality": f"ensemble: {manifest['kind']}",
+            "calibration_rows": calibration_rows(manifest)}
+    notes = ["Ensemble: no saliency maps (they belong to single models)."]
+    if tta:
+        notes.append("TTA not applied: an ensemble combines its members' probabilities as "
+                     "they were when it was fitted.")
+    if manifest.get("group_context"):
+        notes.append("The stacker uses group context (images per lesion, lesion-mean "
+                     "probabilities): a label proxy in HAM10000, so its numbers there are "
+                     "inflated.")
+    return Context(by_split[split], by_split.get("val"), classes, inputs.table_frame, out_dir,
+                   info, options, notes)
+
+
+def _run_context(checkpoint, out_dir, data_config, split, tta, options, overrides):
+    run = load_run(checkpoint)
+    notes = []
+    own = None
+    if data_config is None:
+        own = inputs = run_inputs(run)
+    else:
+        # another dataset is prepared with the run's size and geometry, in the shared store
+        inputs = external_inputs(run, data_config, overrides=overrides)
+        try:  # calibration and the operating point still come from the run's validation rows
+            own = run_inputs(run)
+        except (UserError, FileNotFoundError) as exc:
+            notes.append(f"The run's own data did not load ({exc}): no validation rows to "
+                         "calibrate on.")
     # a run trained on a feature cache is scored from it (same model, no encoder pass) unless
     # flips are asked for or the data is another dataset
     cache = run_cache(run.cfg) if own is not None and not tta else None
-    preds = predict_split(run, inputs, split, tta=tta, features=cache)
+    preds = predict_split(run, inputs, split, tta=tta,
+                          features=cache if data_config is None else None)
     val_preds = (predict_split(run, own, "val", tta=tta, features=cache)
                  if own and "val" in own.sources else None)
     info = {"checkpoint": os.path.abspath(checkpoint), "step": run.step, "split": split,
             "data": data_config or "the run's own split", "tta": tta,
-            "modality": run.cfg.modality}
-
-    def saliency(probs, labels):
-        if n_saliency and run.cfg.modality != "meta":
-            errors = _confident_errors(run, inputs, split, preds, probs, labels, n_saliency)
-            error_gallery(run.model, errors, run.classes, run.normalizer,
-                          os.path.join(out_dir, "saliency_errors.png"))
-        curves = os.path.join(checkpoint, "curves.png")
-        if os.path.exists(curves):
-            shutil.copy(curves, os.path.join(out_dir, "curves.png"))
-
-    return _evaluate(preds, val_preds, run.classes, inputs.table_frame, out_dir, info, n_boot,
-                     operating_class, target_sensitivity, [], saliency)
+            "modality": run.cfg.modality,
+            "calibration_rows": "the run's own validation split (its best checkpoint was "
+                                "chosen on these rows)"}
+    return Context(preds, val_preds, run.classes, inputs.table_frame, out_dir, info, options,
+                   notes, run=run, inputs=inputs)
 
 
-def _evaluate(preds, val_preds, classes, table_frame, out_dir, info, n_boot, operating_class,
-              target_sensitivity, notes, extras=None) -> dict:
-    split = info["split"]
-    labels, logits, probs = _arrays(preds, classes)
-    result = evaluate_predictions(labels, probs, preds["group_id"].to_numpy(), classes, n_boot)
-    result.update(info)
-
-    # Calibration and operating point are chosen on validation, reported on this split.
-    if val_preds is not None:
-        v_labels, v_logits, v_probs = _arrays(val_preds, classes)
-        temperature = calibration.fit_temperature(v_logits, v_labels)
-        scaled = calibration.apply_temperature(logits, temperature)
-        after = point_metrics(labels, scaled)
-        before = result["metrics"]
-        result["temperature_scaling"] = {
-            "temperature": temperature,
-            "before": {"log_loss": before["log_loss"]["value"], "ece": before["ece"]["value"]},
-            "after": {"log_loss": after["log_loss"], "ece": after["ece"]}}
-        plots.reliability(labels, {"uncalibrated": probs, f"T={temperature:.2f}": scaled},
-                          os.path.join(out_dir, "reliability.png"))
-        if operating_class in classes:
-            c = classes.index(operating_class)
-            threshold = calibration.threshold_for_sensitivity(v_probs[:, c], v_labels == c,
-                                                              target_sensitivity)
-            result["operating_point"] = {
-                "class": operating_class, "target_sensitivity_on_val": target_sensitivity,
-                "val": calibration.operating_point(v_probs[:, c], v_labels == c, threshold),
-                split: calibration.operating_point(probs[:, c], labels == c, threshold)}
-    else:
-        plots.reliability(labels, {"model": probs}, os.path.join(out_dir, "reliability.png"))
-        notes.append("No validation split: temperature scaling and operating point skipped.")
-
-    frame = preds[["image_id"]].merge(table_frame, on="image_id", how="left")
-    result["subgroups"] = subgroup_tables(frame, labels, probs)
-    plots.confusion(result["confusion_matrix"], classes, os.path.join(out_dir, "confusion.png"))
-    plots.roc_curves(labels, probs, classes, os.path.join(out_dir, "roc.png"))
-    if extras is not None:
-        extras(probs, labels)
-    preds.to_csv(os.path.join(out_dir, "predictions.csv"), index=False)
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+def run_evaluators(ctx: Context, evaluators=EVALUATORS) -> dict:
+    """Run `evaluators` on `ctx` in order; their results, merged, are metrics.json (two
+    evaluators may not give the same name), their sections and notes the report."""
+    os.makedirs(ctx.out_dir, exist_ok=True)
+    result, owner, outputs = {}, {}, []
+    for evaluator in evaluators:
+        out = evaluator(ctx)
+        for name, value in out.results.items():
+            if name in owner:
+                raise ValueError(f"evaluators {owner[name]} and {_name(evaluator)} both give "
+                                 f"{name!r}")
+            owner[name] = _name(evaluator)
+            result[name] = value
+        outputs.append(out)
+    ctx.preds.to_csv(os.path.join(ctx.out_dir, "predictions.csv"), index=False)
+    with open(os.path.join(ctx.out_dir, "metrics.json"), "w") as f:
         json.dump(result, f, indent=1, default=float)
-    write_report(out_dir, _markdown(result, out_dir, notes))
+    write_report(ctx.out_dir, evaluation_markdown(ctx, outputs))
     return result
 
 
-def _markdown(result: dict, out_dir: str, notes) -> str:
-    m = result["metrics"]
-    lines = [
-        "# Evaluation report", "",
-        f"Checkpoint `{result['checkpoint']}` (step {result['step'] or '-'}, modality "
-        f"`{result['modality']}`), data: {result['data']}, split `{result['split']}`, "
-        f"TTA {'on' if result['tta'] else 'off'}: {result['n_images']} images of "
-        f"{result['n_groups']} groups.", "",
-        f"**Balanced accuracy {m['balanced_accuracy']['value']:.3f}**, macro AUC "
-        f"{m['macro_auc']['value']:.3f}, accuracy {m['accuracy']['value']:.3f}. Intervals: 95% "
-        f"bootstrap over {result['bootstrap']['resamples']} resamples of groups.", "",
-        "## Metrics", "", metrics_markdown(result), "",
-        "## Per class", "", per_class_markdown(result), "",
-        "![confusion](confusion.png)", "", "![roc](roc.png)", ""]
-    if "temperature_scaling" in result:
-        t = result["temperature_scaling"]
-        lines += ["## Calibration", "",
-                  f"Temperature fitted on validation: T = {t['temperature']:.3f}. Log loss "
-                  f"{t['before']['log_loss']:.3f} -> {t['after']['log_loss']:.3f}, ECE "
-                  f"{t['before']['ece']:.3f} -> {t['after']['ece']:.3f}.", ""]
-    lines += ["![reliability](reliability.png)", ""]
-    if "operating_point" in result:
-        op = result["operating_point"]
-        split = result["split"]
-        lines += ["## Operating point", "",
-                  f"Threshold on p({op['class']}) chosen on validation for "
-                  f"{op['target_sensitivity_on_val']:.0%} sensitivity: "
-                  f"{op['val']['threshold']:.3f}. On {split}: sensitivity "
-                  f"{op[split]['sensitivity']:.3f}, specificity {op[split]['specificity']:.3f}, "
-                  f"{op[split]['flagged_share']:.1%} of images flagged.", ""]
-    if result["subgroups"]:
-        lines += ["## Subgroups", "", "Gap = subgroup balanced accuracy minus overall; "
-                  "**flagged** when more than 0.05 below.", "",
-                  subgroup_markdown(result["subgroups"])]
-    for name, title in (("saliency_errors.png", "Most confident errors (integrated gradients)"),
-                        ("curves.png", "Training curves")):
-        if os.path.exists(os.path.join(out_dir, name)):
-            lines += [f"## {title}", "", f"![{name}]({name})", ""]
-    lines += [f"- {n}" for n in notes]
-    return "\n".join(lines) + "\n"
+def _name(evaluator) -> str:
+    return getattr(evaluator, "__name__", type(evaluator).__name__)

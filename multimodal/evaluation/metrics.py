@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
-from multimodal.training.metrics import classification_metrics
+from multimodal.metrics import classification_metrics
 
 
 def expected_calibration_error(labels, probs, bins: int = 15) -> float:
@@ -88,6 +88,11 @@ def bootstrap_intervals(labels, probs, groups, n_boot: int = 1000, seed: int = 0
             for k, v in samples.items() if not np.all(np.isnan(v))}
 
 
+def confusion_matrix(labels, probs, n_classes: int) -> list[list[int]]:
+    """Counts [true class][predicted class] of the top-class predictions."""
+    return skm.confusion_matrix(labels, probs.argmax(1), labels=np.arange(n_classes)).tolist()
+
+
 def evaluate_predictions(labels, probs, groups, classes, n_boot: int = 1000,
                          seed: int = 0) -> dict:
     """Point metrics, per-class table and group-bootstrap intervals, JSON-ready."""
@@ -99,7 +104,6 @@ def evaluate_predictions(labels, probs, groups, classes, n_boot: int = 1000,
         "metrics": {k: {"value": v, "ci95": intervals.get(k)} for k, v in point.items()},
         "per_class": [{**row, "recall_ci95": intervals.get(f"recall[{row['class']}]"),
                        "auc_ci95": intervals.get(f"auc[{row['class']}]")} for row in table],
-        "confusion_matrix": skm.confusion_matrix(labels, probs.argmax(1),
-                                                 labels=np.arange(len(classes))).tolist(),
+        "confusion_matrix": confusion_matrix(labels, probs, len(classes)),
         "bootstrap": {"resamples": n_boot, "unit": "group", "seed": seed},
     }

@@ -38,6 +38,25 @@ def per_class_markdown(result: dict) -> str:
     return "\n".join(rows)
 
 
+def evaluation_markdown(ctx, outputs) -> str:
+    """report.md: what was evaluated (from the context), then each evaluator's section in
+    list order, then every evaluator's notes as a bullet list."""
+    info = ctx.info
+    lines = ["# Evaluation report", "",
+             f"Checkpoint `{info['checkpoint']}` (step {info['step'] or '-'}, modality "
+             f"`{info['modality']}`), data: {info['data']}, split `{info['split']}`, "
+             f"TTA {'on' if info['tta'] else 'off'}: {len(ctx.preds)} images of "
+             f"{ctx.n_groups} groups.", ""]
+    if ctx.shared_rows:
+        lines += ["**Calibration on the same rows:** temperature scaling and the operating "
+                  "point below were fitted on the rows they are reported on "
+                  "(`calibration_on_same_rows: true` in metrics.json).", ""]
+    for out in outputs:
+        lines += out.section
+    lines += [f"- {note}" for out in outputs for note in out.notes]
+    return "\n".join(lines) + "\n"
+
+
 def markdown_to_html(text: str, folder: str) -> str:
     """Just enough markdown (headings, tables, images, paragraphs) for our own reports."""
     out, table = [], []

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from multimodal.data.inputs import example_loader  # noqa: E402
+
 
 def integrated_gradients(model, image, metadata, mask, target: int, steps: int = 24):
     """Attribution of the `target` logit to each pixel, from the all-zero normalised image
@@ -28,6 +30,21 @@ def integrated_gradients(model, image, metadata, mask, target: int, steps: int =
     grads = jax.grad(target_logit)(path)
     attribution = image * grads.mean(0)
     return np.asarray(jnp.abs(attribution).sum(-1))
+
+
+def confident_errors(run, inputs, split, preds, probs, labels, k: int) -> list[dict]:
+    """The `k` wrong predictions of highest confidence, as examples of `split` (image,
+    metadata, mask, label) with the predicted class and its probability."""
+    wrong = np.flatnonzero(probs.argmax(1) != labels)
+    order = wrong[np.argsort(-probs[wrong].max(1))][:k]
+    loader = example_loader(run.cfg, inputs, split, train=False)
+    position = {i: n for n, i in enumerate(inputs.frames[split]["image_id"])}
+    examples = []
+    for row in order:
+        ex = loader((0, position[preds["image_id"].iloc[row]]))
+        examples.append({**ex, "predicted": int(probs[row].argmax()),
+                         "confidence": float(probs[row].max())})
+    return examples
 
 
 def error_gallery(model, examples, classes, normalizer, path: str, steps: int = 24) -> None:

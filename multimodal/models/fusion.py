@@ -1,4 +1,4 @@
-"""Metadata encoder and the classifier that fuses it with an image encoder.
+"""Metadata MLP and the classifier that fuses it with an image encoder.
 
 One code path for the three modalities:
 - `image`: image encoder -> linear head;
@@ -8,10 +8,14 @@ One code path for the three modalities:
   - `film`: metadata scales and shifts the image embedding (MetaBlock/FiLM style);
   - `logit`: image head + learned weight * metadata head (logit-level fusion).
 
-Cached features: with `features_from` set ("pooled", or a block index k) the
-`image` argument holds the encoder's cached output (pooled embeddings, or the
-activations after block k, run through the blocks above it), so heads train in
-seconds; the same model with `features_from = None` takes images again.
+Cached features: `features_from` is a call argument (static under jit); the trainer
+passes it for a run trained on a feature cache, and `predict_split` while it predicts
+from one. With it set ("pooled", or a block index k) the `image` argument holds
+the encoder's cached output (pooled embeddings, or the activations after block
+k, run through the blocks above it), so the cached part of the encoder is not
+run again. Evaluating such a run (and ensembling it) reads the same cache while
+it exists, unless flip TTA or another dataset is asked for: then `features_from`
+is None and the same model takes images.
 
 Missing metadata: `metadata_mask` is 0 for an example whose metadata is absent;
 its metadata input is zeroed and the mask is given to the MLP, so the model
@@ -25,11 +29,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from multimodal.config import FUSIONS, MODALITIES
 from multimodal.models.layers import Linear
 from multimodal.models.registry import create_encoder
+from multimodal.errors import ConfigError
 
-MODALITIES = ("image", "meta", "image+meta")
-FUSIONS = ("concat", "film", "logit")
 
 
 class MetadataMLP(nnx.Module):
@@ -74,10 +78,11 @@ class Classifier(nnx.Module):
             raise ValueError(f"modality must be one of {MODALITIES}, not {modality!r}")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, not {fusion!r}")
-        if "meta" in modality and meta_dim == 0:
-            raise ValueError(f"modality {modality!r} needs metadata columns (meta_dim is 0)")
+        uses_image, uses_meta = modality in ("image", "image+meta"), modality in ("meta",
+                                                                                 "image+meta")
+        if uses_meta and meta_dim == 0:
+            raise ConfigError(f"modality {modality!r} needs metadata columns (meta_dim is 0)")
         self.modality, self.fusion = modality, fusion
-        uses_image, uses_meta = modality != "meta", "meta" in modality
         self.encoder = (create_encoder(encoder, dtype=dtype, rngs=rngs, **(encoder_options or {}))
                         if uses_image else None)
         self.meta = (MetadataMLP(meta_dim, tuple(meta_hidden), dropout=min(dropout, 0.2),
@@ -85,7 +90,6 @@ class Classifier(nnx.Module):
         self.modality_dropout = ModalityDropout(modality_dropout if modality == "image+meta"
                                                 else 0.0)
         self.dropout = nnx.Dropout(dropout)
-        self.features_from: str | int | None = None  # see the module docstring
         img_dim = self.encoder.embed_dim if uses_image else 0
         meta_emb = self.meta.embed_dim if uses_meta else 0
         if modality == "image+meta" and fusion == "film":
@@ -100,23 +104,26 @@ class Classifier(nnx.Module):
             head_in = img_dim + meta_emb
         self.head = Linear(head_in, num_classes, dtype=dtype, rngs=rngs)
 
-    def embed(self, image, metadata, metadata_mask, *, rngs=None):
+    def embed(self, image, metadata, metadata_mask, *, features_from=None, rngs=None):
         """Pre-head features (what stacking and feature caches use)."""
         parts = []
         if self.encoder is not None:
-            if self.features_from is None:
+            if features_from is None:
                 parts.append(self.encoder(image, rngs=rngs))
-            elif self.features_from == "pooled":
+            elif features_from == "pooled":
                 parts.append(image)
             else:
-                parts.append(self.encoder.head(image, start=self.features_from, rngs=rngs))
+                parts.append(self.encoder.head(image, start=features_from, rngs=rngs))
         if self.meta is not None:
             mask = self.modality_dropout(metadata_mask, rngs=rngs)
             parts.append(self.meta(metadata, mask, rngs=rngs))
         return parts
 
-    def __call__(self, image, metadata, metadata_mask, *, rngs=None):
-        parts = self.embed(image, metadata, metadata_mask, rngs=rngs)
+    def __call__(self, image, metadata, metadata_mask, *, features_from=None, rngs=None):
+        """Logits. `features_from` ("pooled" or a block index k): `image` holds a feature
+        cache's rows (pooled embeddings, or activations after block k) instead of images."""
+        parts = self.embed(image, metadata, metadata_mask, features_from=features_from,
+                           rngs=rngs)
         if self.modality == "image+meta" and self.fusion == "film":
             scale, shift = jnp.split(self.film(parts[1]), 2, axis=-1)
             x = parts[0] * (1 + scale) + shift

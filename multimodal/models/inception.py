@@ -8,8 +8,11 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
+from multimodal.errors import ConfigError
 from multimodal.models.layers import Conv
-from multimodal.models.registry import register_encoder
+from multimodal.models.registry import DefaultCfg, register_family
+
+MIN_INPUT = 75
 
 
 class ConvBN(nnx.Module):
@@ -128,8 +131,8 @@ class InceptionV3(nnx.Module):
         self.layer_order = ("stem1", "stem2", "mixed")
 
     def __call__(self, x, *, rngs=None):
-        if min(x.shape[1:3]) < 75:
-            raise ValueError(f"Inception-v3 needs inputs of at least 75 px, got {x.shape[1:3]}")
+        if min(x.shape[1:3]) < MIN_INPUT:
+            raise ConfigError(f"Inception-v3 needs inputs of at least {MIN_INPUT} px, got {x.shape[1:3]}")
         x = self.stem1(x)
         x = nnx.max_pool(x, (3, 3), (2, 2), padding="VALID")
         x = self.stem2(x)
@@ -139,6 +142,11 @@ class InceptionV3(nnx.Module):
         return self.dropout(x.mean(axis=(1, 2)), rngs=rngs)
 
 
-@register_encoder("inception_v3")
+# no pretrained weights: trained from scratch on dataset statistics, at the published size
+INCEPTION = register_family("inception", modules=(InceptionV3,),
+                            default_cfg=DefaultCfg(299, min_input_size=MIN_INPUT))
+
+
+@INCEPTION.register
 def inception_v3(*, dtype=jnp.float32, rngs, width=1.0, dropout=0.0):
     return InceptionV3(width=width, dropout=dropout, dtype=dtype, rngs=rngs)

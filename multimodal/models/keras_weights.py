@@ -21,6 +21,8 @@ import zipfile
 
 import numpy as np
 
+from multimodal.models.pretrained import WeightError
+
 BN_VARS = ("scale", "bias", "mean", "var")  # Keras: gamma, beta, moving_mean, moving_variance
 
 
@@ -32,8 +34,6 @@ class _Layers(dict):
         self.path, self.read = path, set()
 
     def __getitem__(self, name):
-        from multimodal.models.pretrained import WeightError
-
         if name not in self:
             raise WeightError(f"{self.path} has no layer {name!r} (an Xception file with "
                               f"{len(self)} weighted layers)")
@@ -131,8 +131,6 @@ def xception_weights(path: str, middle_blocks: int = 8) -> dict[str, np.ndarray]
         out["classifier.kernel"], out["classifier.bias"] = layers["predictions"]
     left = sorted(set(layers) - layers.read)
     if left:
-        from multimodal.models.pretrained import WeightError
-
         raise WeightError(f"{path}: layers {left} map to nothing in Xception with "
                           f"{middle_blocks} middle blocks")
     return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from multimodal.models.layers import Conv
-from multimodal.models.registry import register_encoder
+from multimodal.models.registry import DefaultCfg, register_family
 
 
 def _bn(ch, dtype, rngs):
@@ -106,17 +106,21 @@ class ResNet(nnx.Module):
         return self.dropout(x.mean(axis=(1, 2)), rngs=rngs)
 
 
-@register_encoder("resnet18")
+# no pretrained weights: trained from scratch on dataset statistics, at the published size
+RESNET = register_family("resnet", modules=(ResNet,), default_cfg=DefaultCfg(224))
+
+
+@RESNET.register
 def resnet18(*, dtype=jnp.float32, rngs, width=1.0, dropout=0.0):
     return ResNet(BasicBlock, (2, 2, 2, 2), width=width, dropout=dropout, dtype=dtype, rngs=rngs)
 
 
-@register_encoder("resnet50")
+@RESNET.register
 def resnet50(*, dtype=jnp.float32, rngs, width=1.0, dropout=0.0):
     return ResNet(Bottleneck, (3, 4, 6, 3), width=width, dropout=dropout, dtype=dtype, rngs=rngs)
 
 
-@register_encoder("resnet50v2")
+@RESNET.register
 def resnet50v2(*, dtype=jnp.float32, rngs, width=1.0, dropout=0.0):
     return ResNet(PreActBottleneck, (3, 4, 6, 3), width=width, preact=True, dropout=dropout,
                   dtype=dtype, rngs=rngs)

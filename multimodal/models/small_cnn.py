@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from multimodal.models.layers import ConvReLU, Linear
-from multimodal.models.registry import register_encoder
+from multimodal.models.registry import DefaultCfg, register_family
 
 
 class ConvBlock(ConvReLU):
@@ -39,13 +39,17 @@ class SmallCNN(nnx.Module):
         return self.dropout(nnx.relu(self.dense(x)), rngs=rngs)
 
 
-@register_encoder("small_cnn")
+# from scratch: dataset statistics, the configs' small images
+SMALL_CNN = register_family("small_cnn", modules=(SmallCNN,), default_cfg=DefaultCfg(64))
+
+
+@SMALL_CNN.register
 def small_cnn(*, dtype=jnp.float32, rngs, dropout=0.3, dense=256, widths=(32, 64, 128, 256)):
     return SmallCNN(tuple(widths), batch_norm=False, dense=dense, dropout=dropout, dtype=dtype,
                     rngs=rngs)
 
 
-@register_encoder("small_cnn_bn")
+@SMALL_CNN.register
 def small_cnn_bn(*, dtype=jnp.float32, rngs, dropout=0.3, dense=128, widths=(32, 64, 128)):
     return SmallCNN(tuple(widths), batch_norm=True, dense=dense, dropout=dropout, dtype=dtype,
                     rngs=rngs)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from multimodal.models.layers import ConvReLU
-from multimodal.models.registry import register_encoder
+from multimodal.models.registry import DefaultCfg, register_family
 
 PLANS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
 
@@ -40,11 +40,15 @@ class VGG(nnx.Module):
         return self.dropout(x.mean(axis=(1, 2)), rngs=rngs)
 
 
-@register_encoder("vgg16")
+# no pretrained weights: trained from scratch on dataset statistics, at the published size
+VGG_FAMILY = register_family("vgg", modules=(VGG,), default_cfg=DefaultCfg(224))
+
+
+@VGG_FAMILY.register
 def vgg16(*, dtype=jnp.float32, rngs, width=1.0, batch_norm=False, dropout=0.0):
     return VGG(16, width=width, batch_norm=batch_norm, dropout=dropout, dtype=dtype, rngs=rngs)
 
 
-@register_encoder("vgg19")
+@VGG_FAMILY.register
 def vgg19(*, dtype=jnp.float32, rngs, width=1.0, batch_norm=False, dropout=0.0):
     return VGG(19, width=width, batch_norm=batch_norm, dropout=dropout, dtype=dtype, rngs=rngs)

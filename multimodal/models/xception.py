@@ -4,15 +4,24 @@ Entry flow (two convolutions, three residual separable blocks), middle flow
 (eight residual blocks of three separable convolutions), exit flow, global
 average pooling. BatchNorm epsilon 1e-3 as in Keras. `width` scales channels
 and `middle_blocks` the middle flow (tests use small variants of this code).
+
+Pretrained weights (this family's loader, `model.pretrained: path/to/file.h5`): a Keras
+Xception weight file, `.h5` or a Keras 3 `.keras` zip, read with h5py
+(`keras_weights.py`). Keras feeds it x / 127.5 - 1 (`data.normalize: minus1_1`).
 """
 
 from __future__ import annotations
 
+import os
+
 import jax.numpy as jnp
 from flax import nnx
 
+from multimodal.errors import ConfigError
+from multimodal.models.keras_weights import xception_weights
 from multimodal.models.layers import Conv
-from multimodal.models.registry import register_encoder
+from multimodal.models.pretrained import load_weights
+from multimodal.models.registry import DefaultCfg, Weights, register_family
 
 
 def _bn(ch, dtype, rngs):
@@ -102,7 +111,29 @@ class Xception(nnx.Module):
         return self.dropout(x.mean(axis=(1, 2)), rngs=rngs)
 
 
-@register_encoder("xception")
+def _is_keras_file(name: str) -> bool:
+    return name.endswith((".h5", ".keras"))
+
+
+def _check_keras(name: str, encoder_name: str) -> None:
+    if not os.path.exists(name):
+        raise ConfigError(f"model.pretrained: no Keras weight file {name}")
+
+
+def _load_keras(encoder, name: str) -> list[str]:
+    if not os.path.exists(name):
+        raise FileNotFoundError(f"no Keras weight file {name}")
+    return load_weights(encoder, xception_weights(name, len(encoder.middle)))
+
+
+XCEPTION = register_family(
+    "xception", modules=(Xception,),
+    default_cfg=DefaultCfg(299, "minus1_1", mean=(127.5,) * 3, std=(127.5,) * 3),
+    weights=Weights("the path of a Keras Xception weight file (.h5, or a Keras 3 .keras zip)",
+                    claims=_is_keras_file, check=_check_keras, load=_load_keras))
+
+
+@XCEPTION.register
 def xception(*, dtype=jnp.float32, rngs, width=1.0, middle_blocks=8, dropout=0.0):
     return Xception(width=width, middle_blocks=middle_blocks, dropout=dropout, dtype=dtype,
                     rngs=rngs)

@@ -15,12 +15,14 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 
 import jax
 import orbax.checkpoint as ocp
 import yaml
 from flax import nnx
 
+from multimodal.errors import RunError
 from multimodal.training.optim import use_weights
 
 ITEMS = ("model", "optimizer", "progress")
@@ -91,6 +93,11 @@ class RunCheckpoints:
                 self.best.save(step, args=args, metrics=metrics, force=True)
                 self.best.wait_until_finished()  # the swap back must not race the async save
 
+    @staticmethod
+    def latest_step_in(workdir: str) -> int | None:
+        """The newest finished `latest` step on disk, without opening (or creating) anything."""
+        return max(finished_steps(os.path.join(workdir, "checkpoints", "latest")), default=None)
+
     def restore_latest(self, model, optimizer) -> dict | None:
         """Load the latest checkpoint into model and optimizer; return its progress."""
         step = self.latest.latest_step()
@@ -123,22 +130,51 @@ def restore(manager, step: int, model, optimizer=None) -> dict:
     return dict(restored["progress"])
 
 
+def finished_steps(folder: str) -> list[int]:
+    """Steps Orbax finished writing in `folder` (a step is renamed from a temporary name
+    when complete, so only integer-named folders count)."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(e.name) for e in os.scandir(folder) if e.is_dir() and e.name.isdigit())
+
+
 def load_model_weights(workdir: str, model, which: str = "best",
                        metric: str = "balanced_accuracy") -> dict:
-    """Load the best (by `metric`) or latest weights of a run into `model`; return its progress."""
+    """Load the best (by `metric`) or latest weights of a run into `model`; return its progress.
+
+    A damaged run falls back, with a warning, from `best` to the latest step and from an
+    unreadable step to the next one; a run with no readable step raises `RunError`.
+    """
     if which not in ("best", "latest"):
         raise ValueError(f"which must be 'best' or 'latest', not {which!r}")
-    folder = os.path.join(os.path.abspath(workdir), "checkpoints", which)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"no checkpoints in {folder}")
+    root = os.path.join(os.path.abspath(workdir), "checkpoints")
+    candidates = [which] + (["latest"] if which == "best" else [])
     logging.getLogger("absl").setLevel(logging.ERROR)  # read-only notices are expected here
-    manager = ocp.CheckpointManager(folder, item_names=ITEMS, options=ocp.CheckpointManagerOptions(
-        read_only=True, best_fn=lambda m: m[metric], best_mode="max"))
-    step = manager.best_step() if which == "best" else manager.latest_step()
-    if step is None and which == "best":
-        step = manager.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {folder}")
-    progress = restore(manager, step, model)
-    manager.close()
-    return progress
+    problems = []
+    for kind in candidates:
+        folder = os.path.join(root, kind)
+        if not finished_steps(folder):
+            problems.append(f"no finished step in checkpoints/{kind}")
+            continue
+        manager = ocp.CheckpointManager(folder, item_names=ITEMS, options=ocp.CheckpointManagerOptions(
+            read_only=True, best_fn=lambda m: m[metric], best_mode="max"))
+        try:
+            best = manager.best_step() if kind == "best" else None
+            order = [best] if best is not None else []
+            order += [s for s in reversed(finished_steps(folder)) if s not in order]
+            for step in order:
+                try:
+                    progress = restore(manager, step, model)
+                except Exception as exc:  # noqa: BLE001 - any unreadable step: try the next
+                    problems.append(f"checkpoints/{kind}/{step} unreadable "
+                                    f"({type(exc).__name__})")
+                    continue
+                if problems:
+                    warnings.warn(f"{workdir}: {'; '.join(problems)}; loaded "
+                                  f"checkpoints/{kind}/{step} instead", stacklevel=2)
+                return progress
+        finally:
+            manager.close()
+    raise RunError(f"{workdir} has no readable checkpoint: {'; '.join(problems)}",
+                   "train it again, or resume it with: python scripts/train.py --workdir "
+                   f"{workdir} --resume")

@@ -2,7 +2,7 @@
 
 A cache is a directory `<root>/features/<encoder>-<key digest>/` holding
 - `key.json`: everything the features depend on (encoder and options, a digest of its
-  weights, image size, preprocessing ops, normaliser, a digest of the images, the block,
+  weights, image size, geometry, preprocessing ops, normaliser, a digest of the images, the block,
   the views) and what they are (shape, count);
 - `features.npy`: [N, views, ...] float16, views = 1, or the four flips with `tta`;
   pooled embeddings, or the activations after block k (`block`, partial fine-tuning);
@@ -29,12 +29,13 @@ import pandas as pd
 from flax import nnx
 from tqdm import tqdm
 
-from multimodal.config import Config, expand
+from multimodal.config import Config
 from multimodal.data import pipeline
 from multimodal.models import build_model
 from multimodal.training import mesh as mesh_lib
 from multimodal.training.freeze import parse_block, position
-from multimodal.training.inputs import Inputs, build_inputs, example_loader, preprocessing_ops
+from multimodal.data.inputs import Inputs, build_inputs, example_loader, preprocessing_ops
+from multimodal.errors import ConfigError, DataError
 
 
 def weights_digest(module, block: int | None = None) -> str:
@@ -61,11 +62,11 @@ def dataset_digest(image_hashes: dict) -> str:
 
 def cache_key(cfg: Config, inputs: Inputs, encoder, block: int | None, tta: bool) -> dict:
     if block is not None and not hasattr(encoder, "head"):
-        raise ValueError(f"encoder {cfg.model.encoder!r} cannot resume from a block: it has no "
+        raise ConfigError(f"encoder {cfg.model.encoder!r} cannot resume from a block: it has no "
                          "features(x, upto) / head(x, start) pair (EfficientNet-Lite has)")
     return {"encoder": cfg.model.encoder, "encoder_options": cfg.model.encoder_options,
             "pretrained": cfg.model.pretrained, "weights_sha256": weights_digest(encoder, block),
-            "image_size": cfg.data.image_size,
+            "image_size": cfg.data.image_size, "geometry": cfg.data.geometry,
             "preprocessing": [{n: o} for n, o in preprocessing_ops(cfg)],
             "normalizer": inputs.normalizer.to_dict(),
             "dataset_sha256": dataset_digest(inputs.image_hashes), "block": block,
@@ -86,10 +87,7 @@ def extract_features(cfg: Config, root: str, block: int | None = None, tta: bool
 
     Returns (cache directory, "reused" | "extracted").
     """
-    if not cfg.data.prepared_dir:  # one prepared copy per image size under root
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(
-            cfg.data, prepared_dir=os.path.join(root, f"prepared_{cfg.data.image_size}px")))
-    inputs = build_inputs(cfg, root)  # split.csv + prepared splits under root
+    inputs = build_inputs(cfg, root)  # split.csv under root; prepared data from the store
     model = build_model(cfg.model, "image", len(inputs.classes), 0, cfg.train.seed)
     encoder = model.encoder
     encoder.eval()
@@ -140,7 +138,7 @@ class FeatureCache:
     @classmethod
     def open(cls, path: str) -> FeatureCache:
         if not os.path.exists(os.path.join(path, "key.json")):
-            raise FileNotFoundError(f"{path} is not a feature cache (no key.json); make one with "
+            raise DataError(f"{path} is not a feature cache (no key.json); make one with "
                                     "scripts/extract_features.py")
         with open(os.path.join(path, "key.json")) as f:
             key = json.load(f)
@@ -158,12 +156,13 @@ class FeatureCache:
         return pipeline.Normalizer.from_dict(self.key["normalizer"])
 
     def configure(self, cfg: Config) -> Config:
-        """`cfg` with the image side the cache was made with; the encoder trains only above
-        the cached block (not at all for pooled features)."""
+        """`cfg` with the image side and geometry the cache was made with; the encoder trains
+        only above the cached block (not at all for pooled features)."""
         model = dataclasses.replace(cfg.model, encoder=self.key["encoder"],
                                     encoder_options=self.key["encoder_options"],
                                     pretrained=self.key["pretrained"])
         data = dataclasses.replace(cfg.data, image_size=self.key["image_size"],
+                                   geometry=self.key.get("geometry", "crop"),
                                    augment=self.key["preprocessing"])
         start = "none" if self.key["block"] is None else f"blocks.{self.key['block']}"
         train = dataclasses.replace(cfg.train, unfreeze_from=start, freeze_encoder_epochs=0)
@@ -171,7 +170,7 @@ class FeatureCache:
 
     def check_encoder(self, encoder) -> None:
         if weights_digest(encoder, self.key["block"]) != self.key["weights_sha256"]:
-            raise ValueError(f"the encoder's weights differ from those {self.path} was extracted "
+            raise DataError(f"the encoder's weights differ from those {self.path} was extracted "
                              "with (other pretrained weights or seed)")
 
     def for_split(self, inputs: Inputs, split: str, train: bool) -> np.ndarray:
@@ -180,24 +179,16 @@ class FeatureCache:
         ids = list(inputs.frames[split]["image_id"])
         missing = [i for i in ids if i not in self.row]
         if missing:
-            raise ValueError(f"{len(missing)} images of split {split!r} (e.g. {missing[0]}) are "
+            raise DataError(f"{len(missing)} images of split {split!r} (e.g. {missing[0]}) are "
                              f"not in the feature cache {self.path}")
         rows = [self.row[i] for i in ids]
         changed = [i for i, r in zip(ids, rows)
                    if inputs.image_hashes and inputs.image_hashes.get(i, self.sha256[r]) !=
                    self.sha256[r]]
         if changed:
-            raise ValueError(f"{len(changed)} images (e.g. {changed[0]}) changed since "
+            raise DataError(f"{len(changed)} images (e.g. {changed[0]}) changed since "
                              f"{self.path} was extracted; extract again")
         out = np.asarray(self.features[rows])
         if train:
             return out
         return out.mean(1, keepdims=True) if self.key["block"] is None else out[:, :1]
-
-
-def run_cache(cfg: Config) -> FeatureCache | None:
-    """The feature cache a run was trained on, when it still exists (else None)."""
-    path = expand(cfg.model.features) if cfg.model.features else None
-    if path and cfg.modality != "meta" and os.path.exists(os.path.join(path, "key.json")):
-        return FeatureCache.open(path)
-    return None

@@ -12,6 +12,7 @@ trained on cached features). Encoders declare their forward order in `layer_orde
 from __future__ import annotations
 
 import jax
+from multimodal.errors import ConfigError
 
 
 def _key(entry) -> str | int:
@@ -32,7 +33,7 @@ def parse_block(name: str, layer_order) -> tuple:
         return len(layer_order), -1
     top, _, index = name.partition(".")
     if top not in layer_order:
-        raise ValueError(f"unfreeze_from {name!r}: {top!r} is not one of the encoder's layers "
+        raise ConfigError(f"train.unfreeze_from {name!r}: {top!r} is not one of the encoder's layers "
                          f"{list(layer_order)}")
     return layer_order.index(top), int(index) if index else -1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from multimodal.errors import ConfigError
 
 
 class Board:
@@ -15,7 +16,7 @@ class Board:
         try:
             from tensorboardX import SummaryWriter
         except ImportError as exc:
-            raise ImportError("train.tensorboard needs tensorboardX: pip install "
+            raise ConfigError("train.tensorboard needs tensorboardX: pip install "
                               "'multimodal[tensorboard]'") from exc
         self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 

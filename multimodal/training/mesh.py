@@ -40,10 +40,3 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
     sharding = data_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
             for k, v in batch.items() if k != "image_id"}
-
-
-def check_batch_size(global_batch: int, mesh: Mesh) -> None:
-    n = mesh.devices.size
-    if global_batch % n or global_batch % jax.process_count():
-        raise ValueError(f"batch size {global_batch} must divide evenly over {n} devices "
-                         f"and {jax.process_count()} hosts")

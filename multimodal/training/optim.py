@@ -12,6 +12,7 @@ import optax
 from flax import nnx
 
 from multimodal.training.freeze import param_labels
+from multimodal.errors import ConfigError
 
 
 class ParamEmaState(NamedTuple):
@@ -90,7 +91,7 @@ def make_optimizer(cfg, steps_per_epoch: int, total_steps: int,
     parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
     if cfg.freeze_encoder_epochs or cfg.unfreeze_from:
         if layer_order is None:
-            raise ValueError("freeze_encoder_epochs / unfreeze_from need an image encoder")
+            raise ConfigError("train.freeze_encoder_epochs / unfreeze_from need an image encoder")
         frozen_steps = cfg.freeze_encoder_epochs * steps_per_epoch
 
         def encoder_lr(step):

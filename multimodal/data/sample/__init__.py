@@ -2,9 +2,5 @@
 
 import os
 
+# Folder of the bundled sample, loadable with the `ham10000` source.
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ham10000")
-
-
-def sample_root() -> str:
-    """Folder of the bundled sample, loadable with the `ham10000` source."""
-    return SAMPLE_DIR

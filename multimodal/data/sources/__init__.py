@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+
 from multimodal.data.sources import chestxray, fitzpatrick17k, generic, ham10000, isic2018
 from multimodal.data.table import DatasetTable
+from multimodal.errors import ConfigError
 
 SOURCES = {
     "ham10000": ham10000.load,
@@ -15,8 +18,18 @@ SOURCES = {
 }
 
 
-def load_source(name: str, **options) -> DatasetTable:
-    """Load a dataset by source name with that source's options (see each loader)."""
+def load_source(name: str, masks: bool = False, **options) -> DatasetTable:
+    """Load a dataset by source name with that source's options (see each loader).
+    `masks`: the table gets each image's lesion mask (`mask_path`; segmentation runs),
+    from the sources that have masks."""
     if name not in SOURCES:
-        raise ValueError(f"unknown dataset source {name!r}; known: {sorted(SOURCES)}")
+        raise ConfigError(f"data.source: unknown dataset source {name!r}; known: {sorted(SOURCES)}")
+    if masks:
+        with_masks = sorted(n for n, f in SOURCES.items()
+                            if "masks" in inspect.signature(f).parameters)
+        if name not in with_masks:
+            raise ConfigError(f"data.source: {name} has no segmentation masks; sources with "
+                              f"masks: {with_masks}", "use task: classification, or the csv "
+                              "source with data.options.mask_column")
+        options["masks"] = True
     return SOURCES[name](**options)

@@ -7,7 +7,7 @@ import warnings
 
 import pandas as pd
 
-from multimodal.data.errors import DataError
+from multimodal.errors import DataError
 from multimodal.data.sources.ham10000 import index_images
 from multimodal.data.table import DatasetTable, finalize, parse_age, read_csv, require_columns
 

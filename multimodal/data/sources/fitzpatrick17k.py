@@ -6,8 +6,9 @@ import os
 
 import pandas as pd
 
-from multimodal.data.errors import DataError
+from multimodal.errors import DataError
 from multimodal.data.table import DatasetTable, finalize, read_csv, require_columns
+from multimodal.errors import ConfigError
 
 GRANULARITIES = ("label", "nine_partition_label", "three_partition_label")
 
@@ -34,7 +35,7 @@ def load(
     The dataset has no patient or lesion ids, so each image is its own group.
     """
     if label_column not in GRANULARITIES:
-        raise ValueError(f"label_column must be one of {GRANULARITIES}, not {label_column!r}")
+        raise ConfigError(f"data.options.label_column must be one of {GRANULARITIES}, not {label_column!r}")
     frame = read_csv(csv)
     require_columns(frame, ["md5hash", "fitzpatrick_scale", label_column], csv)
     frame["image_id"] = frame["md5hash"]

@@ -6,6 +6,7 @@ import os
 
 from multimodal.data.table import (DatasetTable, finalize, parse_age, read_csv,
                                    require_columns)
+from multimodal.errors import ConfigError
 
 
 def load(
@@ -20,6 +21,9 @@ def load(
     name: str = "generic",
     on_missing: str = "error",
     verify: str = "exists",
+    masks: bool = False,
+    mask_column: str | None = None,
+    mask_root: str | None = None,
 ) -> DatasetTable:
     """Load a CSV declared in a config.
 
@@ -27,6 +31,8 @@ def load(
     no group column each image is its own group: say so in your report, since
     grouped splitting then cannot protect against repeated patients.
     A metadata column named `age` gets the age range checks.
+    `masks` (segmentation runs): `mask_column` names each image's binary mask, relative to
+    `mask_root` (default: the image root).
     """
     metadata = dict(metadata or {})
     frame = read_csv(csv)
@@ -37,6 +43,12 @@ def load(
                          frame[image_column].map(lambda p: os.path.splitext(p)[0]))
     frame["label"] = frame[label_column].str.strip()
     frame["group_id"] = frame[group_column] if group_column else frame["image_id"]
+    if masks:
+        if not mask_column:
+            raise ConfigError("segmentation needs masks: name the CSV's mask column",
+                              "set data.options.mask_column=<column of mask paths>")
+        require_columns(frame, [mask_column], csv)
+        frame["mask_path"] = [os.path.join(mask_root or root, p) for p in frame[mask_column]]
     for column, kind in metadata.items():
         if column == "age":
             frame = parse_age(frame, column, csv, on_missing)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from multimodal.data.errors import DataError
+from multimodal.errors import ConfigError, DataError
 from multimodal.data.sources.ham10000 import CLASSES, index_images
 from multimodal.data.table import DatasetTable, finalize, parse_age, read_csv, require_columns
 
@@ -14,19 +14,63 @@ ONE_HOT = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AKIEC": "akiec", "BKL": "bkl
 META_ALIASES = {"age_approx": "age", "anatom_site_general": "localization"}
 
 
+# The archive's file names (challenge.isic-archive.com, 2018 Task 3 test set), looked for
+# under `root` when the options leave them out.
+GROUND_TRUTH = "ISIC2018_Task3_Test_GroundTruth.csv"
+GROUND_TRUTH_DIR = "ISIC2018_Task3_Test_GroundTruth"
+IMAGE_DIRS = ("ISIC2018_Task3_Test_Input", "images")
+
+
+def _find(root: str, candidates, what: str, option: str) -> str:
+    for name in candidates:
+        path = os.path.join(root, name)
+        if os.path.exists(path):
+            return path
+    raise DataError(f"no {what} (looked for {' or '.join(candidates)})", root,
+                    hint=f"--set data.options.{option}=PATH (relative to data.options.root "
+                         "or absolute)")
+
+
 def load(
-    ground_truth_csv: str,
-    image_dir: str,
+    ground_truth_csv: str | None = None,
+    image_dir: str | None = None,
     metadata_csv: str | None = None,
     on_missing: str = "error",
     verify: str = "exists",
+    root: str | None = None,
 ) -> DatasetTable:
     """Load the ISIC 2018 Task 3 test set, mapping the one-hot columns to class names.
 
-    Without a metadata CSV the metadata columns are blank (the encoder marks
-    them missing); a lesion_id column there becomes the group, else each image
-    is its own group.
+    Options (`data.options`): `root`, a folder with the archive's layout
+    (`ISIC2018_Task3_Test_GroundTruth.csv`, at the top or in
+    `ISIC2018_Task3_Test_GroundTruth/`, and the images in `ISIC2018_Task3_Test_Input/` or
+    `images/`); `ground_truth_csv`, `image_dir`, `metadata_csv` name the files instead
+    (relative to `root` when it is given). The ground truth is the one-hot CSV (`image`,
+    MEL, NV, BCC, AKIEC, BKL, DF, VASC). Without a metadata CSV the metadata columns are
+    blank (the encoder marks them missing); its `age_approx`/`age`, `sex`,
+    `anatom_site_general`/`localization` columns fill them, keyed by `image` or
+    `image_id`, and a `lesion_id` column there becomes the group (e.g. a lesion-groupings
+    CSV), else each image is its own group.
     """
+    if root is None and (ground_truth_csv is None or image_dir is None):
+        raise ConfigError("data.options for source isic2018: give root (the folder holding "
+                          "the Task 3 test files) or both ground_truth_csv and image_dir",
+                          "--set data.options.root=/path/to/isic2018")
+    root = os.path.expanduser(root) if root else None
+    if root is not None and not os.path.isdir(root):
+        raise DataError("data.options.root is not a folder", root,
+                        hint="--set data.options.root=/path/to/isic2018 (or set "
+                             "MULTIMODAL_DATA to the folder holding isic2018/)")
+
+    def at(path):
+        return path if root is None or os.path.isabs(path) else os.path.join(root, path)
+
+    ground_truth_csv = (at(ground_truth_csv) if ground_truth_csv else
+                        _find(root, (GROUND_TRUTH, os.path.join(GROUND_TRUTH_DIR, GROUND_TRUTH)),
+                              "ground-truth CSV", "ground_truth_csv"))
+    image_dir = at(image_dir) if image_dir else _find(root, IMAGE_DIRS, "image folder",
+                                                      "image_dir")
+    metadata_csv = at(metadata_csv) if metadata_csv else None
     frame = read_csv(ground_truth_csv)
     require_columns(frame, ["image"] + list(ONE_HOT), ground_truth_csv)
     onehot = frame[list(ONE_HOT)].apply(lambda c: c.astype(float))

@@ -1,0 +1,251 @@
+"""A hyperparameter study: Optuna over the trainer, stored in SQLite, resumable.
+
+`OUT/` holds `study.db` (the Optuna study), `search.json` (the settings it was started
+with: a resumed search must repeat them), `trials/trial_NNNN/` (one run directory per
+trial), and after every session `trials.csv`, `search.png` and `best_config.yaml`
+(results.py).
+
+Each trial trains the config with its sampled values (applied after `--smoke` and `--set`,
+like `--set`) and scores the best validation value of `train.early_stop_metric` (the
+metric that also picks the run's best checkpoint; `metric` sets it). Epoch by epoch the
+validation value goes to Optuna, whose median pruner stops a trial that falls below the
+median of earlier trials at the same epoch. Splits are grouped (a search refuses
+`data.split_by: image`) and only validation is scored: no test prediction is made.
+
+Interrupted (Ctrl-C, a kill), a search continues with the same command: trials that were
+running are marked failed and queued again with their values, continuing from their run
+directory's last checkpoint when it has one; `trials` counts finished (complete or pruned)
+trials, so the study ends with that many whatever the interruptions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+from multimodal.config import Config, config_from_cli
+from multimodal.errors import ConfigError, RunError
+from multimodal.search.results import write_results
+from multimodal.search.space import check_space, load_space
+
+STUDY = "search"
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "none")
+
+
+def _optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+class _Lock:
+    """OUT/search.lock holds the pid of the search using OUT; a dead holder's lock is taken
+    over (a killed search), a live one's refused."""
+
+    def __init__(self, out: str):
+        self.path = os.path.join(out, "search.lock")
+
+    def __enter__(self):
+        if os.path.exists(self.path):
+            try:
+                pid = int(open(self.path).read().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise RunError(f"another search (pid {pid}) is using {os.path.dirname(self.path)}",
+                               "wait for it, or choose another --out")
+        with open(self.path, "w") as f:
+            f.write(str(os.getpid()))
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _settings(config_path, space_path, overrides, smoke, modality, metric, sampler, pruner,
+              seed) -> dict:
+    with open(space_path) as f:
+        space_text = f.read()
+    return {"config": os.path.abspath(config_path), "space": space_text,
+            "overrides": [list(o) if isinstance(o, tuple) else o for o in overrides],
+            "smoke": bool(smoke), "modality": modality, "metric": metric, "sampler": sampler,
+            "pruner": pruner, "seed": seed}
+
+
+def _check_settings(out: str, settings: dict) -> None:
+    """First session: save the settings; later ones must repeat them."""
+    path = os.path.join(out, "search.json")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            json.dump(settings, f, indent=1)
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    changed = [k for k in settings if saved.get(k) != settings[k]]
+    if changed:
+        raise ConfigError(f"{out} holds a search started with other settings ({', '.join(changed)} "
+                          "differ); a search continues only with the command that started it",
+                          "repeat that command (see search.json), or choose another --out")
+
+
+def _base_config(config_path, overrides, smoke, modality, metric) -> tuple[Config, list]:
+    overrides = list(overrides) + ([("train.early_stop_metric", metric)] if metric else [])
+    cfg = config_from_cli(config_path, overrides, smoke, modality)
+    if cfg.task != "classification":
+        raise ConfigError(f"search: {config_path} is a {cfg.task} config; searches train "
+                          "classifiers")
+    if cfg.data.split_by != "group":
+        raise ConfigError("search: data.split_by is 'image'; a search validates on grouped "
+                          "splits only (an image-level split leaks and would pick the leak)",
+                          "--set data.split_by=group")
+    return cfg, overrides
+
+
+def _recover(study) -> int:
+    """Trials a killed or interrupted session left unfinished: running ones (a kill) are
+    marked failed; they and interrupted ones (Ctrl-C, failed by Optuna) are queued again with
+    their values and run directory, once. Returns how many were queued."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    requeued = {t.user_attrs.get("resumes") for t in trials}
+    queued = 0
+    for trial in trials:
+        running = trial.state == TrialState.RUNNING
+        if not (running or trial.state == TrialState.FAIL and
+                trial.user_attrs.get("interrupted")) or trial.number in requeued:
+            continue
+        if running:
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={
+            "resumes": trial.number, "workdir": trial.user_attrs.get("workdir")},
+            skip_if_exists=False)
+        queued += 1
+    return queued
+
+
+def finished(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def run_search(config_path: str, space_path: str, out: str, trials: int | None = None,
+               timeout: float | None = None, sampler: str = "tpe", pruner: str = "median",
+               seed: int = 0, overrides=(), smoke: bool = False, modality: str | None = None,
+               metric: str | None = None, show_progress: bool = False, log=print) -> dict:
+    """Run (or continue) the study in `out` until `trials` trials have finished or `timeout`
+    seconds of this session have passed (no new trial starts after it); write the results.
+    Returns {"finished", "complete", "pruned", "failed", "best": {...} | None, "out"}."""
+    if trials is None and timeout is None:
+        raise ConfigError("search: give a budget: --trials N and/or --timeout SECONDS")
+    if trials is not None and trials < 1 or timeout is not None and timeout <= 0:
+        raise ConfigError("search: --trials must be >= 1 and --timeout > 0")
+    if sampler not in SAMPLERS or pruner not in PRUNERS:
+        raise ConfigError(f"search: sampler must be one of {SAMPLERS}, pruner one of {PRUNERS}")
+    params = load_space(space_path)
+    base, overrides = _base_config(config_path, overrides, smoke, modality, metric)
+    metric = base.train.early_stop_metric
+
+    from multimodal.training import mesh as mesh_lib
+    from multimodal.training.checkpoint import RunCheckpoints
+    from multimodal.training.trainer import check_before_work, train
+
+    mesh = mesh_lib.make_mesh()
+
+    def make_config(values) -> Config:
+        cfg = config_from_cli(config_path, [*overrides, *values], smoke, modality)
+        if cfg.data.split_by != "group":
+            raise ConfigError("data.split_by must stay 'group' in a search")
+        check_before_work(cfg, os.path.join(out, "trials", "_check"), False, mesh)
+        return cfg
+
+    check_space(params, make_config, space_path)
+    os.makedirs(os.path.join(out, "trials"), exist_ok=True)
+    optuna = _optuna()
+    with _Lock(out):
+        _check_settings(out, _settings(config_path, space_path, overrides, smoke, modality,
+                                       metric, sampler, pruner, seed))
+        storage = f"sqlite:///{os.path.abspath(os.path.join(out, 'study.db'))}"
+        study = optuna.create_study(
+            storage=storage, study_name=STUDY, direction="maximize", load_if_exists=True,
+            pruner=(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+                    if pruner == "median" else optuna.pruners.NopPruner()))
+        recovered = _recover(study)
+        # a sampler seeded anew each session would repeat the first session's draws
+        session_seed = seed + len(study.trials)
+        study.sampler = (optuna.samplers.TPESampler(seed=session_seed, n_startup_trials=5)
+                         if sampler == "tpe" else optuna.samplers.RandomSampler(seed=session_seed))
+        done = finished(study)
+        if recovered:
+            log(f"search: {recovered} interrupted trial(s) queued again; {done} finished so far")
+
+        def objective(trial) -> float:
+            values = [(p.key, p.suggest(trial)) for p in params]
+            cfg = make_config(values)
+            workdir = trial.user_attrs.get("workdir") or os.path.join(
+                out, "trials", f"trial_{trial.number:04d}")
+            trial.set_user_attr("workdir", workdir)
+            resume = RunCheckpoints.latest_step_in(workdir) is not None
+            if os.path.isdir(workdir) and not resume:
+                shutil.rmtree(workdir)  # died before its first checkpoint: start over
+            shown = ", ".join(f"{k}={v!r}" for k, v in values)
+            log(f"trial {trial.number}: {shown}" + (" (continuing its run)" if resume else ""))
+            if resume:  # the curve so far, for the pruner
+                for record in _history(workdir):
+                    trial.report(float(record[f"val_{metric}"]), int(record["epoch"]))
+
+            def on_epoch(record):
+                value = float(record[f"val_{metric}"])
+                trial.report(value, int(record["epoch"]))
+                if record["epoch"] < cfg.train.epochs and trial.should_prune():
+                    raise optuna.TrialPruned(f"val {metric} {value:.4f} at epoch "
+                                             f"{record['epoch']} below the median")
+
+            t0 = time.perf_counter()
+            try:
+                summary = train(cfg, workdir, resume=resume, show_progress=show_progress,
+                                on_epoch=on_epoch)
+            except optuna.TrialPruned:
+                log(f"trial {trial.number}: pruned")
+                raise
+            except KeyboardInterrupt:  # the run saved a checkpoint: the next session continues it
+                trial.set_user_attr("interrupted", True)
+                raise
+            trial.set_user_attr("epochs", summary["epochs"])
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            value = float(summary[f"best_{metric}"])
+            log(f"trial {trial.number}: val {metric} {value:.4f}")
+            return value
+
+        remaining = None if trials is None else max(0, trials - done)
+        if remaining != 0:
+            study.optimize(objective, n_trials=remaining, timeout=timeout)
+        result = write_results(study, params, out, metric, config_path, overrides, smoke,
+                               modality)
+    return result
+
+
+def _history(workdir: str) -> list[dict]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,58 @@
+"""Web demo: upload a dermatoscopic image (+ age, sex, site), see the class probabilities,
+a saliency overlay and the image / metadata contributions. A research tool, not a diagnosis.
+
+    python scripts/serve.py --checkpoint runs/demo                 # then open http://127.0.0.1:8000
+    python scripts/serve.py --model model/ --port 8080              # an exported model
+    python scripts/serve.py --checkpoint runs/stack --max-upload-mb 5
+
+The JSON API is beside the page: POST /predict (multipart: image + metadata fields),
+GET /model, GET /health; its OpenAPI description is at /openapi.json (rendered at /docs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from multimodal.errors import ConfigError, cli
+
+
+@cli
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a run or ensemble directory")
+    source.add_argument("--model", help="an exported model (scripts/export.py --out)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                        "127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-upload-mb", type=float, default=20.0,
+                        help="largest accepted upload in MiB (default 20)")
+    parser.add_argument("--max-pixels", type=int, default=40_000_000,
+                        help="largest accepted image in pixels (decompression bombs; default 40M)")
+    parser.add_argument("--saliency-steps", type=int, default=16,
+                        help="integrated-gradient steps per saliency map (default 16)")
+    args = parser.parse_args(argv)
+    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.saliency_steps < 1:
+        raise ConfigError("--max-upload-mb, --max-pixels and --saliency-steps must be positive")
+    if not 0 <= args.port < 65536:
+        raise ConfigError(f"--port {args.port} is not a port number (0-65535)")
+
+    import uvicorn
+
+    from multimodal.serving.app import create_app, warm_up
+    from multimodal.serving.predictor import Predictor
+
+    predictor = Predictor.open(args.checkpoint or args.model)
+    warm_up(predictor, args.saliency_steps)
+    app = create_app(predictor, int(args.max_upload_mb * 2**20), args.max_pixels,
+                     args.saliency_steps)
+    print(f"serving {args.checkpoint or args.model} on http://{args.host}:{args.port} "
+          "(Ctrl-C stops)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Input pipeline throughput: Grain against a plain Python loop doing the same work.
 
-    python benchmarks/input_pipeline.py --data ../shared/data/ham10000 --size 224 --images 1024
+    python benchmarks/input_pipeline.py --data ../shared/data/ham10000 --size 224 --images 512
 
 Two inputs, each read by every pipeline in the same run, producing the same batches:
 
@@ -87,14 +87,15 @@ def measure(pipelines: dict, n_images: int, repeats: int) -> dict:
     out = {}
     for name, make in pipelines.items():
         digests = [digest(b) for b in make()]
-        out[name] = {"digests": digests, "times": []}
+        out[name] = {"digests": digests, "times": [], "cpu": []}
         print(f"  warm-up {name}: {len(digests)} batches", flush=True)
     for r in range(repeats):
         for name, make in pipelines.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in make():
                 pass
             out[name]["times"].append(time.perf_counter() - t0)
+            out[name]["cpu"].append(time.process_time() - c0)  # this process's threads only
             print(f"  repeat {r + 1} {name}: {n_images / out[name]['times'][-1]:.0f} img/s",
                   flush=True)
     return out
@@ -108,9 +109,11 @@ def table_rows(results: dict, n_images: int, peer: str) -> tuple[list[str], dict
         if r["digests"] != reference:
             raise AssertionError(f"{name} produced other batches than {peer}")
         t = statistics.median(r["times"])
+        cpu = statistics.median(r["cpu"])
         data[name] = {"median_s": t, "images_per_s": n_images / t, "ratio_to_loop": peer_t / t,
-                      "times_s": r["times"]}
-        lines.append(f"| {name} | {t:.2f} | {n_images / t:.0f} | {peer_t / t:.2f} |")
+                      "times_s": r["times"], "process_cpu_s": r["cpu"]}
+        cpu_cell = "(in workers)" if "worker" in name else f"{1000 * cpu / n_images:.1f}"
+        lines.append(f"| {name} | {t:.2f} | {n_images / t:.0f} | {peer_t / t:.2f} | {cpu_cell} |")
     return lines, data
 
 
@@ -173,8 +176,8 @@ def main():
                                            "Python loop, 1 thread")
     load_after = os.getloadavg()
 
-    header = ["| pipeline | median s / pass | images/s | ratio to the Python loop |",
-              "| --- | ---: | ---: | ---: |"]
+    header = ["| pipeline | median s / pass | images/s | ratio to the Python loop | CPU ms / image |",
+              "| --- | ---: | ---: | ---: | ---: |"]
     command = "python " + " ".join(sys.argv)
     title = (f"# Input pipeline throughput ({n} HAM10000 images, {args.size} px, batch "
              f"{args.batch}, augmentation {OPS})")
@@ -184,7 +187,8 @@ def main():
               f"{cores} CPU cores; load average (1 min) {load_before[0]:.2f} before, "
               f"{load_after[0]:.2f} after. Every pass builds its pipeline anew, so the worker-"
               "process rows include starting the workers each pass, which training pays once "
-              "per run (its iterator covers all epochs).")
+              "per run (its iterator covers all epochs). CPU ms / image: CPU time of this "
+              "process's threads per image (median pass), the work done whatever the load.")
     records_title = (f"## Prepared records (ArrayRecord, JPEG with short side {args.size} px): "
                      "decode + augment + crop + normalise + metadata")
     lines = [f"Command: `{command}`", "", title, "", method, "", records_title, "",

@@ -28,7 +28,7 @@ def main():
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--modalities", nargs="+", default=["image", "meta", "image+meta"])
     parser.add_argument("--out", default="runs/modalities")
-    parser.add_argument("--name", default="modalities_ham10000")
+    parser.add_argument("--name", default="modalities")
     args = parser.parse_args()
     sets = [x for s in args.set for x in ("--set", s)]
     prepared = os.path.join(args.out, "prepared")

@@ -115,6 +115,9 @@ def predict_split(run: LoadedRun, inputs: Inputs, split: str, tta: bool = False,
     With `features` (a `FeatureCache` of the run's encoder) the cached features stand in
     for the images: the same model, without running the encoder's cached part again.
     """
+    if run.cfg.task == "segmentation":
+        raise RunError(f"{run.workdir} is a segmentation run: it predicts masks, not classes",
+                       "use a classification run here (segmentation: predict_split_masks)")
     mesh = mesh_lib.make_mesh()
     nnx.update(run.model, jax.device_put(nnx.state(run.model), mesh_lib.replicated(mesh)))
     batch = batch_size or run.cfg.data.batch_size

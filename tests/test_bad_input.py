@@ -53,9 +53,10 @@ def test_truncated_image_is_caught_by_decode(ham_dir):
     rows = ham_rows()
     path = ham_dir / "images" / f"{rows[7][1]}.jpg"
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    ham10000.load(str(ham_dir), verify="exists")  # existence alone cannot see it
-    with pytest.raises(DataError, match=r"line 9: unreadable image .*truncated"):
+    scan = data.rindex(b"\xff\xda")  # start of the entropy-coded data: the header stays whole
+    path.write_bytes(data[: scan + (len(data) - scan) // 2])
+    ham10000.load(str(ham_dir), verify="exists")  # a whole header: the cheap check cannot see it
+    with pytest.raises(DataError, match=r"line 9: unreadable image .*(?i:truncated)"):
         ham10000.load(str(ham_dir), verify="decode")
 
 

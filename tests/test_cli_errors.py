@@ -102,7 +102,8 @@ def test_broken_images_name_file_and_row(tmp_path, ham_dir, damage, needle):
     rows = ham_rows()
     path = ham_dir / "images" / f"{rows[6][1]}.jpg"
     data = path.read_bytes()
-    path.write_bytes({"truncated": data[: len(data) // 3], "zero": b"",
+    scan = data.rindex(b"\xff\xda")  # truncated after a whole header: found when preparing
+    path.write_bytes({"truncated": data[: scan + (len(data) - scan) // 3], "zero": b"",
                       "text": b"this is not a picture"}[damage])
     work = tmp_path / "run"
     line = refused(run_script("train.py", "--config", _ham_config(tmp_path, ham_dir),
@@ -175,3 +176,28 @@ def test_prepared_mismatch_hint_is_a_real_command(tmp_path):
     assert "--overwrite" in line
     run_script("prepare_data.py", *SMOKE[:2], "--out", str(out_dir), "--set",
                "data.image_size=24", "--overwrite")
+
+
+def test_an_image_that_fails_to_decode_when_prepared_obeys_on_missing(tmp_path, ham_dir):
+    from multimodal.data import prepare
+    from multimodal.data.sources import ham10000
+    from multimodal.data.splits import train_val_test
+    from multimodal.errors import DataError
+
+    rows = ham_rows()
+    path = ham_dir / "images" / f"{rows[6][1]}.jpg"
+    data = path.read_bytes()
+    scan = data.rindex(b"\xff\xda")
+    path.write_bytes(data[: scan + (len(data) - scan) // 3])
+    table = ham10000.load(str(ham_dir))  # verify: exists passes a whole header
+    split = train_val_test(table, seed=0)
+    with pytest.raises(DataError, match=r"line 8: unreadable image") as err:
+        prepare.prepare(table, split, str(tmp_path / "a"), image_size=16)
+    assert err.value.file.endswith("HAM10000_metadata.csv") and "on_missing=drop" in str(err.value)
+    with pytest.warns(UserWarning, match=r"dropped 1 row\(s\) whose image does not decode"):
+        manifest = prepare.prepare(table, split, str(tmp_path / "b"), image_size=16,
+                                   on_missing="drop")
+    assert manifest["dropped_unreadable"] == [rows[6][1]]
+    assert sum(manifest["splits"].values()) == len(table) - 1
+    readable = sum(len(prepare.open_split(str(tmp_path / "b"), s)) for s in manifest["splits"])
+    assert readable == len(table) - 1

@@ -26,7 +26,8 @@ def _same_predictions(run_dir, cache):
     from_cache = predict_split(run, inputs, "val", features=cache)
     assert list(from_images["image_id"]) == list(from_cache["image_id"])
     logits = [c for c in from_images.columns if c.startswith("logit_")]
-    np.testing.assert_allclose(from_cache[logits], from_images[logits], atol=2e-2, rtol=2e-2)
+    # the cache stores float16 features: ~1e-3 on logits up to ~6 (pooled), ~4e-5 on ~0.3 (block)
+    np.testing.assert_allclose(from_cache[logits], from_images[logits], atol=5e-3, rtol=5e-3)
     return run
 
 

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from multimodal.data.metadata import MetadataEncoder
+from multimodal.errors import DataError
 
 COLUMNS = {"age": "numeric", "sex": "categorical", "fitzpatrick": "ordinal"}
 
@@ -59,7 +60,7 @@ def test_errors():
         MetadataEncoder({"a": "text"})
     with pytest.raises(RuntimeError, match="not fitted"):
         MetadataEncoder({"age": "numeric"}).transform(_frame())
-    with pytest.raises(KeyError, match="'weight'"):
+    with pytest.raises(DataError, match="'weight'"):
         MetadataEncoder({"weight": "numeric"}).fit(_frame())
     with pytest.raises(ValueError, match="not a metadata encoder"):
         MetadataEncoder.from_dict({"format": "x"})

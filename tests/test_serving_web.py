@@ -105,6 +105,8 @@ BAD = [  # (name, files, form data, status, words the error must hold)
     ("age out of range", {"image": ("x.jpg", JPEG, "image/jpeg")}, {"age": "-3"}, 422,
      ["age", "out of range"]),
     ("missing image", {}, {"age": "50"}, 422, ["missing field 'image'"]),
+    ("unknown field", {"image": ("x.jpg", JPEG, "image/jpeg")}, {"gender": "f"}, 422,
+     ["unknown field", "'gender'", "'age', 'sex', 'localization'"]),
     ("bad flag", {"image": ("x.jpg", JPEG, "image/jpeg")}, {"saliency": "maybe"}, 422,
      ["saliency"]),
 ]

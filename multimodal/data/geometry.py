@@ -124,6 +124,30 @@ def fit(image: np.ndarray, size: int, geometry: str = "crop",
     raise ValueError(check(geometry))
 
 
+def to_source(box, size: int, source_size: tuple[int, int], geometry: str) -> tuple:
+    """A box (x0, y0, x1, y1) in the `size` square the model saw (the central `crop` square,
+    as at evaluation) -> the same region in the source picture of `source_size` (w, h),
+    clipped to it: the inverse of `fit` (lesion crops from predicted masks)."""
+    w, h = source_size
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if geometry == "squash":
+        sx, sy, ox, oy = w / size, h / size, 0.0, 0.0
+    elif geometry == "crop":
+        scale = size / min(w, h)
+        rw, rh = max(size, round(w * scale)), max(size, round(h * scale))
+        sx, sy = w / rw, h / rh
+        ox, oy = (rw - size) // 2 * sx, (rh - size) // 2 * sy
+    elif geometry == "pad":
+        scale = size / max(w, h)
+        iw, ih = min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale)))
+        sx, sy = w / iw, h / ih
+        ox, oy = -((size - iw) // 2) * sx, -((size - ih) // 2) * sy
+    else:
+        raise ValueError(check(geometry))
+    return (max(0.0, x0 * sx + ox), max(0.0, y0 * sy + oy), min(float(w), x1 * sx + ox),
+            min(float(h), y1 * sy + oy))
+
+
 def aspect_ratios(paths) -> np.ndarray:
     """width / height of each image file from its header (nothing is decoded); NaN for a
     file that cannot be read."""

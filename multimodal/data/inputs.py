@@ -135,5 +135,6 @@ def example_loader(cfg: Config, inputs: Inputs, split: str, train: bool,
         ops,
         cfg.data.image_size, inputs.normalizer, train=train, seed=cfg.train.seed,
         augment_classes=cfg.data.augment_classes, features=features,
-        images=cfg.uses_image, geometry=cfg.data.geometry, masks=cfg.task == "segmentation",
+        images=cfg.uses_image, geometry=cfg.data.geometry,
+        masks=cfg.task == "segmentation" and bool(inputs.manifest.get("masks")),
         image_dtype=jnp.bfloat16 if cfg.model.dtype == "bfloat16" else np.float32)

@@ -71,8 +71,15 @@ def _fold_ids(frame, k, seed, stratify, bins, by) -> np.ndarray:
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # rare strata cannot reach every fold; that is expected
         warnings.filterwarnings("ignore", message="The least populated class")
-        for fold, (_, idx) in enumerate(splitter.split(frame, key, groups)):
-            folds[idx] = fold
+        try:
+            for fold, (_, idx) in enumerate(splitter.split(frame, key, groups)):
+                folds[idx] = fold
+        except ValueError as exc:  # sklearn: every stratum is smaller than k
+            if "cannot be greater than the number of members" not in str(exc):
+                raise
+            raise DataError(f"every stratum of {list(stratify)} holds fewer than {k} images, "
+                            "too few to stratify the split on", hint="stratify on fewer "
+                            "columns, e.g. --set data.stratify=[label]") from None
     return folds
 
 

@@ -18,7 +18,7 @@ from multimodal.models.registry import (ENCODERS, FAMILIES, SEGMENTERS, DefaultC
 
 __all__ = ["ENCODERS", "FAMILIES", "SEGMENTERS", "Classifier", "DefaultCfg", "build_model",
            "build_segmenter", "check_pretrained_name", "check_segmenter", "create_encoder",
-           "encoder_info", "load_pretrained_encoder"]
+           "create_segmenter", "encoder_info", "load_pretrained_encoder", "segmenter_info"]
 
 
 def build_model(model_cfg, modality: str, num_classes: int, meta_dim: int, seed: int = 0

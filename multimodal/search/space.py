@@ -138,7 +138,7 @@ def load_space(path: str) -> list[Param]:
         raise ConfigError(f"{path}: not valid YAML" + (f" (line {mark.line + 1})" if mark else ""))
     if not isinstance(tree, dict) or not tree:
         raise ConfigError(f"{path}: expected a mapping of config keys to distributions",
-                          f"e.g. train.learning_rate: {{log_uniform: [0.0001, 0.01]}}")
+                          "e.g. train.learning_rate: {log_uniform: [0.0001, 0.01]}")
     return [parse_param(key, spec, path) for key, spec in tree.items()]
 
 

@@ -38,7 +38,7 @@ PRUNERS = ("median", "none")
 def _optuna():
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures reach the caller as errors
     return optuna
 
 
@@ -52,7 +52,8 @@ class _Lock:
     def __enter__(self):
         if os.path.exists(self.path):
             try:
-                pid = int(open(self.path).read().strip() or 0)
+                with open(self.path) as f:
+                    pid = int(f.read().strip() or 0)
             except (OSError, ValueError):
                 pid = 0
             if pid and pid != os.getpid() and _alive(pid):
@@ -132,7 +133,8 @@ def _recover(study) -> int:
         if not (running or trial.state == TrialState.FAIL and
                 trial.user_attrs.get("interrupted")) or trial.number in requeued:
             continue
-        if running:
+        if running:  # no public call fails another process's trial (Optuna's heartbeat
+            # fails stale trials only after a grace period): the storage's own setter
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={
             "resumes": trial.number, "workdir": trial.user_attrs.get("workdir")},

@@ -25,6 +25,7 @@ import os
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from multimodal.errors import UserError
@@ -158,7 +159,17 @@ def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_BYTES,
     def model():
         return public_model(predictor)
 
-    def predict(**kwargs):
+    known = {"image", "saliency", "explain", *vocab}
+
+    async def predict(request: Request, **kwargs):
+        form = await request.form()  # already parsed for the parameters: cached
+        unknown = sorted(set(form.keys()) - known)
+        if unknown:
+            return _error(422, f"unknown field(s) {unknown}; this model's metadata fields: "
+                               f"{list(vocab) or 'none (it reads no metadata)'}")
+        return await run_in_threadpool(answer, **kwargs)
+
+    def answer(**kwargs):
         upload: UploadFile | None = kwargs.pop("image")
         saliency, explain = kwargs.pop("saliency"), kwargs.pop("explain")
         given = {name: kwargs[f"field_{i}"] for i, name in enumerate(vocab)
@@ -182,7 +193,9 @@ def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_BYTES,
             out["saliency_png"] = "data:image/png;base64," + base64.b64encode(png).decode()
         return out
 
-    params = [inspect.Parameter("image", inspect.Parameter.KEYWORD_ONLY, annotation=UploadFile,
+    params = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                annotation=Request),
+              inspect.Parameter("image", inspect.Parameter.KEYWORD_ONLY, annotation=UploadFile,
                                 default=File(... if predictor.uses_image else None,
                                              description="a dermatoscopic image (JPEG, PNG, "
                                              "TIFF, BMP or WebP)"))]

@@ -176,5 +176,5 @@ def load_model_weights(workdir: str, model, which: str = "best",
         finally:
             manager.close()
     raise RunError(f"{workdir} has no readable checkpoint: {'; '.join(problems)}",
-                   "train it again, or resume it with: python scripts/train.py --workdir "
-                   f"{workdir} --resume")
+                   "train it again into a new folder: python scripts/train.py --config "
+                   f"{os.path.join(workdir, 'config.yaml')} --workdir NEW_FOLDER")

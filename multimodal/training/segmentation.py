@@ -95,6 +95,8 @@ def _predict(model, batch, flips: bool, spec: SegLossSpec | None):
         logits = jnp.log(prob) - jnp.log1p(-prob)
     else:
         logits = model(image)
+    if "seg_mask" not in batch:  # images without masks (lesion crops of another dataset)
+        return logits[..., 0] > 0, jnp.zeros(logits.shape[:3], bool), jnp.zeros(len(image))
     loss = per_example_loss(spec, logits, batch["seg_mask"]) if spec is not None else \
         jnp.zeros(len(image))
     return logits[..., 0] > 0, batch["seg_mask"][..., 0] > 0.5, loss
@@ -104,9 +106,10 @@ def predict_masks(model, dataset, mesh, tta: bool = False, spec: SegLossSpec | N
                   progress: str | None = None) -> dict:
     """Predicted and true masks of every real (unpadded) example in dataset order.
 
-    Returns {"pred": bool [N, H, W], "target": bool [N, H, W], "loss": [N] (zeros without
-    `spec`), "image_id": list (single host only)}; `tta`: the mean probability of the
-    four flips. `progress`: the label of a progress bar (terminals only).
+    Returns {"pred": bool [N, H, W], "target": bool [N, H, W] (all False for a dataset
+    without masks), "loss": [N] (zeros without `spec` or masks), "image_id": list (single
+    host only)}; `tta`: the mean probability of the four flips. `progress`: the label of a
+    progress bar (terminals only).
     """
     preds, targets, losses, masks, ids = [], [], [], [], []
     total = len(dataset) if hasattr(dataset, "__len__") else None

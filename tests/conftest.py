@@ -111,3 +111,15 @@ def ham_dir(tmp_path):
         write_image(root / "images" / f"{row[1]}.jpg", seed=i)
     write_csv(root / "HAM10000_metadata.csv", HAM_HEADER, rows)
     return root
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> str:
+    """One smoke run of the bundled sample config, trained once for every module that only
+    reads it (errors, serving, the web demo); tests that damage a run copy it first."""
+    from scripts_helper import run_script
+
+    work = tmp_path_factory.mktemp("smoke") / "run"
+    run_script("train.py", "--config", "configs/ham10000_sample.yaml", "--smoke", "--no-progress",
+               "--workdir", str(work))
+    return str(work)

@@ -38,10 +38,8 @@ def snapshot(folder):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    work = tmp_path_factory.mktemp("cli") / "run"
-    run_script("train.py", *SMOKE, "--workdir", str(work))
-    return work
+def run_dir(smoke_run):
+    return smoke_run
 
 
 def test_resume_without_a_run_refuses_and_creates_nothing(tmp_path):

@@ -23,7 +23,6 @@ from multimodal.serving.fields import MetadataInputError
 from multimodal.serving.images import ImageInputError, load_image, read_image_file
 from multimodal.serving.predictor import Predictor
 
-SMOKE = ("--config", "configs/ham10000_sample.yaml", "--smoke", "--no-progress")
 IMAGES = os.path.join(SAMPLE_DIR, "images")
 GIVEN = {"age": "54", "sex": "Female", "localization": "back"}
 
@@ -47,10 +46,8 @@ def probs(results):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    work = tmp_path_factory.mktemp("serving") / "run"
-    run_script("train.py", *SMOKE, "--workdir", str(work))
-    return str(work)
+def run_dir(smoke_run):
+    return smoke_run
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from PIL import Image
-from scripts_helper import ROOT, run_script
+from scripts_helper import ROOT
 
 from multimodal.data.sample import SAMPLE_DIR
 
-SMOKE = ("--config", "configs/ham10000_sample.yaml", "--smoke", "--no-progress")
 IMAGE = os.path.join(SAMPLE_DIR, "images", min(os.listdir(os.path.join(SAMPLE_DIR, "images"))))
 with open(IMAGE, "rb") as _f:
     JPEG = _f.read()
@@ -31,10 +30,8 @@ LIMIT = 400_000  # the upload limit of the in-process app
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    work = tmp_path_factory.mktemp("web") / "run"
-    run_script("train.py", *SMOKE, "--workdir", str(work))
-    return str(work)
+def run_dir(smoke_run):
+    return smoke_run
 
 
 @pytest.fixture(scope="module")

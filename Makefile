@@ -36,8 +36,14 @@ serve: setup
 	fi
 	$(PY) scripts/serve.py --checkpoint $(RUN) --host $(HOST) --port $(PORT)
 
+# Two test processes per machine (pytest-xdist; most tests are compile- or start-up-bound, one
+# core each) and XLA's backend optimisation off: tiny test models compile in half the time and
+# their results do not depend on it. TEST_DEVICES: forced host devices (multi-device code on CPU).
+TEST_DEVICES ?= 4
+TEST_WORKERS ?= 2
 test: setup
-	XLA_FLAGS=--xla_force_host_platform_device_count=4 $(PY) -m pytest -q tests
+	XLA_FLAGS="--xla_force_host_platform_device_count=$(TEST_DEVICES) --xla_backend_optimization_level=0" \
+	  $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # Re-resolve the newest versions allowed by pyproject.toml into constraints.txt (then run
 # `make test` and commit both files).

@@ -35,14 +35,14 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-def write_result(name: str, markdown: str, data: dict) -> str:
-    os.makedirs(RESULTS, exist_ok=True)
+def write_result(name: str, markdown: str, data: dict, folder: str = RESULTS) -> str:
+    os.makedirs(folder, exist_ok=True)
     command = "python " + " ".join(sys.argv)
     data = {**data, "command": command, "machine": machine(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
+    with open(os.path.join(folder, f"{name}.json"), "w") as f:
         json.dump(data, f, indent=1)
-    path = os.path.join(RESULTS, f"{name}.md")
+    path = os.path.join(folder, f"{name}.md")
     with open(path, "w") as f:
         f.write(f"{markdown}\n\nCommand: `{command}`  \nMachine: {machine()}, {data['date']}\n")
     return path

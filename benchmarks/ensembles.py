@@ -18,12 +18,14 @@ scripts/evaluate.py; stacking calibrates on its held-out out-of-fold rows.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import evaluation_row, run_script, write_result  # noqa: E402
+from feature_peers import logistic_regression  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
@@ -81,21 +83,47 @@ def main():
         runs[f"XGBoost stacking: {args.folds}-fold {what}{members}"] = stack
         seconds[stack] = time.perf_counter() - t0
 
+    # the plain peer a trained head must at least match: logistic regression, same features
+    peer = os.path.join(args.out, "logistic_regression")
+    t0 = time.perf_counter()
+    with open(os.path.join(runs["image (heads on frozen features)"], "classes.json")) as f:
+        classes = json.load(f)  # the runs' class order
+    peer_metrics = logistic_regression(args.features, os.path.join(args.root, "split.csv"),
+                                       classes, peer)
+    seconds[peer] = time.perf_counter() - t0
+
     rows, data = [], {}
+    evaluated = {label: os.path.join(workdir, "eval", "metrics.json")
+                 for label, workdir in runs.items()}
     for label, workdir in runs.items():
         run_script("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
-        row, result = evaluation_row(label, os.path.join(workdir, "eval", "metrics.json"),
-                                     seconds[workdir] / 60)
+    runs["image: class-weighted logistic regression on the same features (peer)"] = peer
+    evaluated["image: class-weighted logistic regression on the same features (peer)"] = \
+        peer_metrics
+    for label, workdir in runs.items():
+        row, result = evaluation_row(label, evaluated[label], seconds[workdir] / 60)
         rows.append(row)
         data[label] = {**result, "workdir": workdir, "build_seconds": seconds[workdir]}
         print(rows[-1], flush=True)
+    # does metadata earn its place? image vs image+meta heads, paired over the same lesions
+    gain_json = os.path.join(args.out, "metadata_gain.json")
+    run_script("scripts/compare.py", os.path.join(runs["image (heads on frozen features)"], "eval"),
+               os.path.join(runs["image+meta (heads on frozen features)"], "eval"),
+               "--names", "image", "image+meta", "--out", gain_json)
+    with open(gain_json) as f:
+        gain = json.load(f)["metrics"]["balanced_accuracy"]
+    data["metadata_gain"] = gain
     first = next(iter(data.values()))
     lines = [f"# Modalities and ensembles on one grouped HAM10000 split ({args.config})", "",
              f"Frozen encoder: `{args.features}`. Test split: {first['n_images']} images of "
              f"{first['n_groups']} lesions, never seen by any member or stacker. Intervals: 95% "
              "bootstrap over lesions (1000 resamples).", "",
              "| model | balanced accuracy | macro AUC | accuracy | melanoma recall | "
-             "build minutes |", "| --- | --- | --- | --- | --- | ---: |", *rows]
+             "build minutes |", "| --- | --- | --- | --- | --- | ---: |", *rows, "",
+             f"Metadata gain (image+meta minus image heads, same split, seed and schedule): "
+             f"{100 * gain['difference']:+.1f} points of balanced accuracy, paired 95% interval "
+             f"[{100 * gain['ci95'][0]:+.1f}, {100 * gain['ci95'][1]:+.1f}] "
+             f"(scripts/compare.py, {gain['resamples']} lesion-bootstrap resamples)."]
     path = write_result(args.name, "\n".join(lines), data)
     print("\n".join(lines))
     print(f"-> {path}")

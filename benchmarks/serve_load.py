@@ -21,13 +21,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ROOT, write_result
+
+from multimodal.serving.client import multipart  # noqa: E402
 
 SAMPLE = os.path.join(ROOT, "multimodal", "data", "sample", "ham10000", "images")
 
@@ -38,13 +39,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def multipart(fields: dict, image: bytes) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-             for k, v in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
-                 'filename="x.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode() + image + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), boundary
 
 
 def one_request(url: str, body: bytes, boundary: str, timeout: float) -> tuple[float, int, str]:

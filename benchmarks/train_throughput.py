@@ -1,12 +1,23 @@
-"""Training throughput (images/s) of our JAX encoders against the same architecture in PyTorch.
+"""Training throughput (images/s) of the trainer's step, with and without its input pipeline,
+against the same architecture in PyTorch, measured in one run on one machine.
 
-    python benchmarks/train_throughput.py --models resnet50 efficientnet_lite0 --size 224 --batch 16
+    python benchmarks/train_throughput.py --device cpu --models resnet50 efficientnet_lite0 \
+        --size 224 --batches 8 16
+    python benchmarks/train_throughput.py --device gpu      # ResNet-50 + Lite0, 224 px, bf16
+    python benchmarks/train_throughput.py --smoke           # seconds, CPU: what the tests run
 
-One optimiser step = forward, backward and AdamW update on a random batch
-(synthetic data isolates the model; benchmarks/input_pipeline.py measures the
-input side). Each framework gets one warm-up step (compilation for JAX), then
-the median of `--repeats` timings of `--steps` steps. Both run fp32 on the CPU
-with all cores; on a GPU pass --dtype bfloat16 for the JAX side.
+Per model and batch size:
+  JAX step        the trainer's jitted step (forward, backward, AdamW) on a device-resident batch
+  JAX + input     the same step fed by the trainer's input pipeline: synthetic 600x450 JPEGs
+                  prepared once at --size (ArrayRecord), decoded, flipped/rotated and normalised
+                  on the host by Grain (--workers processes), copied to the device each step
+  input alone     that pipeline without a model: if it is below "JAX step", the host caps training
+  torch           the same architecture (benchmarks/torch_reference.py): fp32 eager on the CPU;
+                  on the GPU channels-last, bf16 autocast, torch.compile, fused AdamW
+Every figure is the median of --repeats timings of --steps steps after a warm-up (compilation).
+--device gpu defaults to bf16 compute with fp32 master weights and batches 64..512; a batch
+that does not fit ends that model's sweep with an "out of memory" row. Peak device memory
+(GPU) and the process's peak host memory are reported beside each row.
 """
 
 from __future__ import annotations
@@ -14,94 +25,143 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-
-import numpy as np
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import median_time, write_result  # noqa: E402
+from common import RESULTS, write_result  # noqa: E402
+import throughput_parts as parts  # noqa: E402
+
+GPU = {"batches": [64, 128, 256, 512], "dtype": "bfloat16", "images": 2048, "steps": 20,
+       "repeats": 3, "workers": max(1, (os.cpu_count() or 2) - 2)}
+CPU = {"batches": [16], "dtype": "float32", "images": 256, "steps": 3, "repeats": 3,
+       "workers": 0}
+SMOKE = {"models": ["efficientnet_lite0"], "size": 32, "batches": [4], "images": 160,
+         "steps": 1, "repeats": 1, "workers": 0, "dtype": "float32"}
 
 
-def jax_step_fn(name, batch, size, dtype):
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--models", nargs="+", default=["resnet50", "efficientnet_lite0"])
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batches", "--batch", type=int, nargs="+", help="global batch sizes to sweep")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], help="JAX compute dtype")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--images", type=int, help="synthetic JPEGs behind the input pipeline")
+    p.add_argument("--workers", type=int, help="Grain worker processes (0: in-process)")
+    p.add_argument("--devices", type=int, nargs="+",
+                   help="data-parallel device counts to sweep (default: all devices); on a CPU "
+                        "set XLA_FLAGS=--xla_force_host_platform_device_count=N first")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    p.add_argument("--smoke", action="store_true", help="tiny CPU run (the test's)")
+    p.add_argument("--results", default=RESULTS, help="folder for the result files")
+    args = p.parse_args(argv)
+    defaults = {**(GPU if args.device == "gpu" else CPU), **(SMOKE if args.smoke else {})}
+    for key, value in defaults.items():
+        if key in ("models", "size") and not args.smoke:
+            continue
+        if getattr(args, key) is None or args.smoke:
+            setattr(args, key, value)
+    return args
+
+
+def out_of_memory(exc: Exception) -> bool:
+    return "RESOURCE_EXHAUSTED" in str(exc) or "out of memory" in str(exc).lower()
+
+
+def measure(args, name, batch, folder, work, devices=None) -> dict:
+    """One row: JAX step, JAX + input, input alone, torch; memory."""
+    synthetic_step, run, params = parts.jax_step(name, batch, args.size, args.dtype, devices)
     import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
+    row = {"model": name, "batch": batch, "params": params,
+           "devices": devices or len(jax.devices())}
+    import time
+    t0 = time.perf_counter()
+    synthetic_step()
+    row["compile_s"] = time.perf_counter() - t0
+    row["jax"], _ = parts.rate(synthetic_step, batch, args.steps, args.repeats)
+    n_batches = args.steps * (args.repeats + 1) + 1
+    data = iter(parts.input_pipeline(folder, os.path.join(work, f"in_{batch}"), args.size,
+                                     batch, args.workers, n_batches * 2 + 2, args.dtype))
+    row["input"], _ = parts.rate(lambda: next(data), batch, args.steps, args.repeats)
 
-    from multimodal.models import Classifier
-    from multimodal.training.trainer import LossSpec, Stepper
+    def fed_step():
+        return run(next(data))
 
-    model = Classifier(7, "image", encoder=name, encoder_options={"dropout": 0.0}, dropout=0.0,
-                       rngs=nnx.Rngs(0),
-                       dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32)
-    stepper = Stepper(model, nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param))
-    rng = np.random.default_rng(0)
-    data = {"image": jnp.asarray(rng.normal(size=(batch, size, size, 3)), dtype),
-            "label": jnp.asarray(rng.integers(0, 7, batch)), "metadata": jnp.zeros((batch, 0)),
-            "metadata_mask": jnp.zeros(batch)}
-    spec, key, class_w = LossSpec("cross_entropy", 0.0, 2.0), jax.random.key(0), jnp.ones(7)
-    params = sum(x.size for x in jax.tree.leaves(nnx.state(model.encoder, nnx.Param)))
-    # the trainer's own step (loss, AdamW update), as train.py runs it
-    return lambda: stepper(spec, data, key, class_w)[0].block_until_ready(), params
-
-
-def torch_step_fn(name, batch, size):
-    import torch
-
-    from torch_reference import EfficientNetLite0, ResNet50, parameter_count
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    model = {"resnet50": ResNet50, "efficientnet_lite0": EfficientNetLite0}[name]()
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    images = torch.randn(batch, 3, size, size)
-    labels = torch.randint(0, 7, (batch,))
-
-    def step():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
-        loss.backward()
-        opt.step()
-
-    return step, parameter_count(model) - parameter_count(model.head)
+    def fed_steps():
+        losses = [fed_step() for _ in range(args.steps)]
+        losses[-1].block_until_ready()
+    row["jax_input"], _ = parts.rate(fed_steps, batch * args.steps, 1, args.repeats)
+    row["device_peak_mb"] = parts.device_peak_mb()
+    if not args.no_torch:
+        tstep, tparams = parts.torch_step(name, batch, args.size, args.device)
+        row["torch"], _ = parts.rate(tstep, batch, args.steps, args.repeats)
+        row["torch_params"] = tparams
+    row["host_peak_mb"] = parts.host_peak_mb()
+    return row
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["resnet50", "efficientnet_lite0"])
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    args = parser.parse_args()
+def table_line(r) -> str:
+    if "error" in r:
+        return f"| {r['model']} | {r['batch']} | | {r['error']} | | | | | | | |"
+    torch_rate = r.get("torch")
+    ratio = (lambda x: f"{x / torch_rate:.2f}") if torch_rate else (lambda x: "-")
+    peak = f"{r['device_peak_mb']:.0f}" if r.get("device_peak_mb") else "-"
+    return (f"| {r['model']} | {r['batch']} | {r['devices']} | {r['jax']:.1f} | {r['jax_input']:.1f} | "
+            f"{r['input']:.1f} | {torch_rate or 0:.1f} | {ratio(r['jax'])} | "
+            f"{ratio(r['jax_input'])} | {r['compile_s']:.0f} | {peak} / {r['host_peak_mb']:.0f} |")
+
+
+def scaling_lines(rows) -> list[str]:
+    """Data-parallel scaling of the JAX step: speedup over one device at the same global batch,
+    and efficiency = speedup / devices (1.0 is perfect)."""
+    base = {(r["model"], r["batch"]): r["jax"] for r in rows
+            if "error" not in r and r["devices"] == 1}
+    out = [f"- {r['model']}, batch {r['batch']}, {r['devices']} devices: speedup "
+           f"{r['jax'] / base[r['model'], r['batch']]:.2f}x, efficiency "
+           f"{r['jax'] / base[r['model'], r['batch']] / r['devices']:.2f}"
+           for r in rows if "error" not in r and r["devices"] > 1
+           and (r["model"], r["batch"]) in base]
+    return ["", "Scaling (JAX step, same global batch):", *out] if out else []
+
+
+def main(argv=None):
+    args = parse(argv)
     import jax
-    import torch
 
-    rows, data = [], {}
-    for name in args.models:
-        jstep, jparams = jax_step_fn(name, args.batch, args.size, args.dtype)
-        t0 = time.perf_counter()
-        jstep()
-        compile_s = time.perf_counter() - t0
-        jt, jtimes = median_time(lambda: [jstep() for _ in range(args.steps)], args.repeats, 0)
-        tstep, tparams = torch_step_fn(name, args.batch, args.size)
-        tt, ttimes = median_time(lambda: [tstep() for _ in range(args.steps)], args.repeats, 1)
-        j_rate, t_rate = args.batch * args.steps / jt, args.batch * args.steps / tt
-        data[name] = {"jax_images_per_s": j_rate, "torch_images_per_s": t_rate,
-                      "jax_first_step_s": compile_s, "jax_times": jtimes, "torch_times": ttimes,
-                      "encoder_params": {"jax": int(jparams), "torch": int(tparams)}}
-        rows.append(f"| {name} | {jparams / 1e6:.2f}M / {tparams / 1e6:.2f}M | {j_rate:.2f} | "
-                    f"{t_rate:.2f} | {j_rate / t_rate:.2f} | {compile_s:.0f} s |")
-        print(rows[-1], flush=True)
-    lines = [f"# Training throughput, {args.size} px, batch {args.batch}, {args.dtype} (JAX) / "
-             f"fp32 (torch), AdamW, synthetic batches", "",
-             f"JAX {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
-             f"with {torch.get_num_threads()} threads. Median of {args.repeats} timings of "
-             f"{args.steps} steps after warm-up.", "",
-             "| model | encoder params (JAX / torch) | JAX img/s | torch img/s | JAX / torch | "
-             "JAX first step (compile) |", "| --- | --- | ---: | ---: | ---: | ---: |", *rows]
-    path = write_result("train_throughput_" + jax.devices()[0].platform, "\n".join(lines), data)
+    platform = jax.devices()[0].platform
+    if (args.device == "gpu") != (platform == "gpu"):
+        raise SystemExit(f"--device {args.device}, but JAX runs on {platform}")
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        os.environ["MULTIMODAL_PREPARED"] = os.path.join(work, "prepared")
+        folder = parts.write_images(os.path.join(work, "images"), args.images)
+        for name in args.models:
+            for devices in args.devices or [None]:
+                for batch in sorted(args.batches):
+                    try:
+                        rows.append(measure(args, name, batch, folder, work, devices))
+                    except Exception as exc:  # noqa: BLE001 - only out-of-memory ends a sweep
+                        if not out_of_memory(exc):
+                            raise
+                        rows.append({"model": name, "batch": batch, "error": "out of memory"})
+                        break
+                    print(table_line(rows[-1]), flush=True)
+    lines = [f"# Training throughput, {args.size} px, JAX {args.dtype} on {len(jax.devices())} "
+             f"{platform} device(s)", "",
+             f"JAX {jax.__version__}; input pipeline: {args.images} synthetic 600x450 JPEGs "
+             f"prepared at {args.size} px, Grain with {args.workers} worker process(es). Median "
+             f"of {args.repeats} timings of {args.steps} steps after warm-up; images/s.", "",
+             "| model | batch | devices | JAX step | JAX + input | input alone | torch | "
+             "JAX / torch | JAX + input / torch | compile s | peak MB (device / host) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+             *map(table_line, rows)]
+    lines += scaling_lines(rows)
+    name = "train_throughput_smoke" if args.smoke else f"train_throughput_{platform}"
+    path = write_result(name, "\n".join(lines), {"rows": rows, "args": vars(args)},
+                        folder=args.results)
     print("\n".join(lines))
     print(f"-> {path}")
 

@@ -9,21 +9,11 @@ import shutil
 import pytest
 
 from conftest import HAM_HEADER, ham_rows, write_csv
-from scripts_helper import run_script
+from scripts_helper import refused, run_script
 
 SMOKE = ("--config", "configs/ham10000_sample.yaml", "--smoke", "--no-progress")
 
 
-def refused(out, *needles):
-    """Exit 2 with exactly one `error:` line (the last line), no traceback; return it."""
-    assert out.returncode == 2, f"exit {out.returncode}\n{out.stdout}\n{out.stderr}"
-    assert "Traceback" not in out.stderr, out.stderr
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], out.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def snapshot(folder):

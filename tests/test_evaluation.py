@@ -217,3 +217,24 @@ def test_two_evaluators_may_not_give_one_name(tmp_path):
 
     with pytest.raises(ValueError, match="subgroups and subgroups_again both give 'subgroups'"):
         _run(tmp_path, (*EVALUATORS, subgroups_again))
+
+
+def test_balanced_offsets_undo_a_bias_toward_one_class_on_new_rows():
+    from multimodal.evaluation.calibration import balanced_offsets
+
+    def draw(seed, n=900):
+        rng = np.random.default_rng(seed)
+        labels = rng.choice(3, n, p=[0.7, 0.2, 0.1])
+        logits = 2.0 * np.eye(3)[labels] + rng.normal(0, 1.0, (n, 3)) + [2.5, 0.0, 0.0]
+        return logits, labels
+
+    def balanced(logits, labels):
+        pred = logits.argmax(1)
+        return np.mean([(pred[labels == c] == c).mean() for c in range(3)])
+
+    val_logits, val_labels = draw(0)
+    offsets = balanced_offsets(val_logits, val_labels)
+    assert balanced(val_logits + offsets, val_labels) >= balanced(val_logits, val_labels)
+    test_logits, test_labels = draw(1)  # fitted on one sample, better on another
+    assert balanced(test_logits + offsets, test_labels) > balanced(test_logits, test_labels) + 0.1
+    assert offsets[0] - offsets[1:].max() < -1.0  # the favoured class is pushed down

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from scripts_helper import ROOT, run_script
+from scripts_helper import ROOT, refused, run_script
 
 from multimodal.data.sample import SAMPLE_DIR
 from multimodal.errors import RunError
@@ -27,14 +27,6 @@ IMAGES = os.path.join(SAMPLE_DIR, "images")
 GIVEN = {"age": "54", "sex": "Female", "localization": "back"}
 
 
-def refused(out, *needles):
-    assert out.returncode == 2, f"exit {out.returncode}\n{out.stdout}\n{out.stderr}"
-    assert "Traceback" not in out.stderr, out.stderr
-    last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), out.stderr
-    for needle in needles:
-        assert needle in last, last
-    return last
 
 
 def sample_paths(n):

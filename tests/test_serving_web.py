@@ -7,21 +7,20 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from PIL import Image
-from scripts_helper import ROOT
+from scripts_helper import ROOT, free_port
 
 from multimodal.data.sample import SAMPLE_DIR
+from multimodal.serving.client import multipart
 
 IMAGE = os.path.join(SAMPLE_DIR, "images", min(os.listdir(os.path.join(SAMPLE_DIR, "images"))))
 with open(IMAGE, "rb") as _f:
@@ -153,24 +152,12 @@ def test_openapi_describes_the_form(client):
 
 
 # -- the real server, on 127.0.0.1 ---------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _multipart(fields: dict, image: bytes) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-             for k, v in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
-                 f'filename="x.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode() + image
-                 + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), boundary
 
 
 def post(url: str, fields: dict, image: bytes = JPEG, timeout: float = 120):
-    body, boundary = _multipart(fields, image)
+    body, boundary = multipart(fields, image)
     req = urllib.request.Request(url + "/predict", data=body, method="POST", headers={
         "Content-Type": f"multipart/form-data; boundary={boundary}"})
     try:
@@ -182,7 +169,7 @@ def post(url: str, fields: dict, image: bytes = JPEG, timeout: float = 120):
 
 @pytest.fixture(scope="module")
 def server(run_dir):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "serve.py"),
                              "--checkpoint", run_dir, "--host", "127.0.0.1", "--port", str(port),
                              "--max-upload-mb", "1"],

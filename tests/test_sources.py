@@ -164,6 +164,9 @@ def test_generic_csv_from_config(tmp_path):
     assert table.classes == ("neg", "pos")
     assert table.frame["group_id"].tolist() == ["P0", "P0", "P1", "P1"]
     assert table.frame["age"].tolist() == [30.0, 31.0, 32.0, 33.0]
+    # the csv source's own `name` option reaches it (it once clashed with load_source's)
+    named = load_source("csv", csv=str(csv), image_column="file", label_column="y", name="mine")
+    assert named.name == "mine"
 
 
 def test_unknown_source_name():

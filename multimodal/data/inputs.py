@@ -11,6 +11,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import numpy as np
 
 from multimodal.config import Config
@@ -112,6 +113,8 @@ def prepared_data(cfg: Config, workdir: str, table, split, column: str, hashes) 
         if aspect is None or reference.get("path") != os.path.abspath(path):
             prepare.write_reference(workdir, path, manifest, aspect_ratio=aspect or
                                     median_aspect_ratios(table, split, column))
+    if jax.process_count() > 1:  # the other hosts read what the first one prepared
+        multihost_utils.sync_global_devices("multimodal: prepared data")
     return path
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 
+import numpy as np
+
 from multimodal.evaluation import calibration, plots
 from multimodal.evaluation.context import Context, Output
 from multimodal.evaluation.metrics import (confusion_matrix, evaluate_predictions,
-                                           point_metrics)
+                                           paired_difference, per_class, point_metrics)
 from multimodal.evaluation.report import metrics_markdown, per_class_markdown
 from multimodal.evaluation.saliency import confident_errors, error_gallery
 from multimodal.evaluation.subgroups import subgroup_markdown, subgroup_tables
@@ -106,6 +108,34 @@ def operating_point(ctx: Context) -> Output:
         "images flagged.", ""])
 
 
+def balanced_decision(ctx: Context) -> Output:
+    """Per-class logit offsets fitted on the calibration rows for balanced accuracy (ISIC's
+    metric), reported on the evaluated rows beside plain argmax, with a paired interval."""
+    if ctx.val is None:
+        return Output()
+    offsets = calibration.balanced_offsets(ctx.val_logits, ctx.val_labels)
+    shifted = ctx.logits + offsets
+    probs = np.exp(shifted - shifted.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    groups = ctx.preds["group_id"].to_numpy()
+    gain = paired_difference(ctx.labels, ctx.probs, probs, groups, "balanced_accuracy",
+                             ctx.options.n_boot or 200)
+    mel = (per_class(ctx.labels, probs, ctx.classes)[ctx.classes.index("mel")]["recall"]
+           if "mel" in ctx.classes else None)
+    result = {"offsets": dict(zip(ctx.classes, map(float, offsets))),
+              "balanced_accuracy": gain["b"], "argmax_balanced_accuracy": gain["a"],
+              "gain": gain["difference"], "gain_ci95": gain["ci95"], "mel_recall": mel}
+    lo, hi = gain["ci95"]
+    return Output({"balanced_decision": result}, [
+        "## Decision rule for balanced accuracy", "",
+        f"Per-class logit offsets fitted on {ctx.calibrated_on} to maximise balanced accuracy"
+        f"{ctx.in_sample}: balanced accuracy {gain['a']:.3f} (argmax) -> {gain['b']:.3f}, "
+        f"{100 * gain['difference']:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] (paired "
+        "group bootstrap)" + (f"; melanoma recall {mel:.3f}" if mel is not None else "") + ". "
+        "Offsets: " + ", ".join(f"{c} {o:+.2f}" for c, o in result["offsets"].items()) + ".",
+        ""])
+
+
 def subgroups(ctx: Context) -> Output:
     """Metrics by sex / age band / site / Fitzpatrick type / view, gaps flagged."""
     frame = ctx.preds[["image_id"]].merge(ctx.table_frame, on="image_id", how="left")
@@ -142,4 +172,4 @@ def training_curves(ctx: Context) -> Output:
 
 
 EVALUATORS = (metrics, description, confusion_and_roc, temperature_scaling, operating_point,
-              subgroups, saliency, training_curves)
+              balanced_decision, subgroups, saliency, training_curves)

@@ -17,9 +17,18 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
 def init_distributed() -> None:
-    """Join a multi-host run when the launcher says so (JAX_COORDINATOR_ADDRESS etc.)."""
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") and jax.process_count() == 1:
-        jax.distributed.initialize()
+    """Join a multi-host run when the launcher says so.
+
+    Set on every host: JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES
+    and JAX_PROCESS_ID (docs/multihost.md); without the last two, JAX detects them on the
+    clusters it knows (SLURM, Open MPI, Cloud TPU...). Nothing happens without an address.
+    """
+    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not address or jax.distributed.is_initialized():
+        return
+    count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+    jax.distributed.initialize(address, num_processes=int(count) if count else None,
+                               process_id=int(index) if index else None)
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:

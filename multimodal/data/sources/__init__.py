@@ -18,10 +18,12 @@ SOURCES = {
 }
 
 
-def load_source(name: str, masks: bool = False, **options) -> DatasetTable:
+def load_source(source: str, /, masks: bool = False, **options) -> DatasetTable:
     """Load a dataset by source name with that source's options (see each loader).
     `masks`: the table gets each image's lesion mask (`mask_path`; segmentation runs),
-    from the sources that have masks."""
+    from the sources that have masks. (`source` is positional only: the csv source has a
+    `name` option of its own.)"""
+    name = source
     if name not in SOURCES:
         raise ConfigError(f"data.source: unknown dataset source {name!r}; known: {sorted(SOURCES)}")
     if masks:

@@ -1,0 +1,63 @@
+"""Write a shifted copy of a run's test split: the same rows as another camera would see them.
+
+    python scripts/shift_testset.py --run runs/ham --out runs/ham_shifted
+    python scripts/evaluate.py --checkpoint runs/ham --data runs/ham_shifted/dataset.yaml
+
+Shifts (--shifts, comma-separated; default all), each drawn per image from a fixed range
+with --seed (multimodal/data/shift.py documents the ranges):
+  contrast, saturation, white_balance, gamma, squash (4:3 -> square), jpeg (quality 15-40)
+
+The copy keeps every row's label, lesion (group) and metadata, so evaluate.py reports the
+same metrics and lesion-bootstrap intervals as on the original split. It never leaves the
+run's own test rows: the rows are read from the run's split.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from multimodal.config import load_run_config
+from multimodal.errors import ConfigError, cli
+
+
+@cli
+def main(argv=None) -> int:
+    from multimodal.data.shift import SHIFTS
+
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="a run directory from train.py")
+    parser.add_argument("--out", required=True, help="folder for the shifted copy (new)")
+    parser.add_argument("--shifts", default=",".join(SHIFTS),
+                        help=f"comma-separated, from: {', '.join(SHIFTS)} (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="draws of the per-image shifts")
+    parser.add_argument("--split", default="test", help="which split's rows (default test)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    from multimodal.data.inputs import split_table
+    from multimodal.data.shift import parse_shifts, write_shifted_copy
+
+    shifts = parse_shifts(args.shifts)  # refuse a bad name before any work
+    if os.path.exists(os.path.join(args.out, "dataset.yaml")):
+        raise ConfigError(f"{args.out} already holds a shifted copy", "choose another --out")
+    cfg = load_run_config(args.run)
+    split_path = os.path.join(args.run, "split.csv")
+    if not os.path.exists(split_path):
+        raise ConfigError(f"{args.run} has no split.csv: not a run directory from train.py")
+    table, split, column, _ = split_table(cfg, split_path)
+    rows = split[split[column].astype(str) == args.split]["image_id"]
+    if rows.empty:
+        raise ConfigError(f"{split_path} has no {args.split!r} rows; its values: "
+                          f"{sorted(split[column].astype(str).unique())}")
+    path = write_shifted_copy(table, rows, args.out, shifts, args.seed,
+                              progress=not args.no_progress)
+    print(f"{len(rows)} shifted images ({','.join(shifts)}) -> {args.out}\n"
+          f"evaluate: python scripts/evaluate.py --checkpoint {args.run} --data {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""The multi-host launch path: two processes on one machine join through jax.distributed
+(as two hosts would, docs/multihost.md) and train one run together."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from scripts_helper import ROOT, free_port
+
+
+
+
+def test_two_processes_train_one_run(tmp_path):
+    work = tmp_path / "run"
+    port = free_port()
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",
+               "XLA_FLAGS": " ".join([*(f for f in os.environ.get("XLA_FLAGS", "").split()
+                                         if "device_count" not in f),
+                                      "--xla_force_host_platform_device_count=2"]),
+               "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+               "JAX_PROCESS_ID": str(index)}
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--config",
+             "configs/ham10000_sample.yaml", "--smoke", "--no-progress", "--workdir", str(work)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=400)[0])
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+    # one run, written once: 4 devices over 2 hosts, the smoke schedule's 3 steps
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["steps"] == 3
+    info = json.loads((work / "run.json").read_text())
+    assert info["process_count"] == 2 and len(info["devices"]) == 4
+    record = json.loads((work / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0.0 <= record["val_balanced_accuracy"] <= 1.0
+    assert "done: 3 steps" in outputs[0] and "done: 3 steps" in outputs[1]
+    assert "prepared data:" in outputs[0] and "prepared data:" not in outputs[1]

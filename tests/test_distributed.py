@@ -16,7 +16,7 @@ from scripts_helper import ROOT, free_port
 def test_two_processes_train_one_run(tmp_path):
     work = tmp_path / "run"
     port = free_port()
-    procs = []
+    procs, logs = [], [tmp_path / f"host{i}.log" for i in range(2)]
     for index in range(2):
         env = {**os.environ, "PYTHONUNBUFFERED": "1",
                "XLA_FLAGS": " ".join([*(f for f in os.environ.get("XLA_FLAGS", "").split()
@@ -24,18 +24,19 @@ def test_two_processes_train_one_run(tmp_path):
                                       "--xla_force_host_platform_device_count=2"]),
                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
                "JAX_PROCESS_ID": str(index)}
-        procs.append(subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--config",
-             "configs/ham10000_sample.yaml", "--smoke", "--no-progress", "--workdir", str(work)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = []
-    for proc in procs:
-        try:
-            outputs.append(proc.communicate(timeout=400)[0])
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
+        # output to files, not pipes: an undrained pipe blocks one host and hangs both
+        with open(logs[index], "w") as log:
+            procs.append(subprocess.Popen(
+                [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--config",
+                 "configs/ham10000_sample.yaml", "--smoke", "--no-progress", "--workdir",
+                 str(work)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    try:
+        for proc in procs:
+            proc.wait(timeout=400)
+    finally:
+        for proc in procs:
+            proc.kill()
+    outputs = [log.read_text() for log in logs]
     for proc, out in zip(procs, outputs):
         assert proc.returncode == 0, out[-3000:]
     # one run, written once: 4 devices over 2 hosts, the smoke schedule's 3 steps

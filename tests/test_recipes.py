@@ -1,7 +1,8 @@
-"""The HAM10000 recipes (configs/ham10000_cpu.yaml, configs/ham10000_gpu.yaml) train in smoke
-mode: their augmentation lists, pretrained weights, fine-tuning and EMA settings and (GPU) bf16
-all run; the bundled sample stands in for the full dataset. The GPU recipe has not run on a
-GPU in CI: this is its smoke check."""
+"""The GPU recipe (configs/ham10000_gpu.yaml) trains in smoke mode: its augmentation list,
+Lite2 ImageNet weights, fine-tuning, EMA and bf16 all run, the bundled sample standing in for the
+full dataset. CI has no GPU: this is its check. The CPU recipe (configs/ham10000_cpu.yaml) uses a
+subset of the same settings on Lite0 (every config loads and checks in test_config.py; the
+recipe itself runs in benchmarks/recipe.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from multimodal.config import SAMPLE_DIR
 from scripts_helper import run_script
 
 
-@pytest.mark.parametrize("config", ["configs/ham10000_cpu.yaml", "configs/ham10000_gpu.yaml"])
+@pytest.mark.parametrize("config", ["configs/ham10000_gpu.yaml"])
 def test_recipe_trains_in_smoke_mode(config, tmp_path):
     work = tmp_path / "run"
     run_script("train.py", "--config", config, "--smoke", "--no-progress", "--workdir", str(work),

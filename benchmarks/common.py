@@ -68,3 +68,11 @@ def evaluation_row(label: str, metrics_json: str, minutes: float) -> tuple[str, 
            + f"{minutes:.1f} |")
     return row, {"metrics": m, "mel": mel, "n_images": result["n_images"],
                  "n_groups": result["n_groups"]}
+
+
+def publish(name: str, lines: list[str], data: dict, folder: str = RESULTS) -> str:
+    """Write a benchmark's table (markdown + JSON with its command) and print it."""
+    path = write_result(name, "\n".join(lines), data, folder)
+    print("\n".join(lines))
+    print(f"-> {path}")
+    return path

@@ -16,7 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import write_result  # noqa: E402
+from common import publish  # noqa: E402
 
 
 def main():
@@ -46,9 +46,7 @@ def main():
              "its calibration rows), never on test.", "",
              "| model | balanced accuracy, argmax | with the rule | gain, points [95% CI] | "
              "melanoma recall with the rule |", "| --- | ---: | ---: | --- | ---: |", *rows]
-    path = write_result(args.name, "\n".join(lines), data)
-    print("\n".join(lines))
-    print(f"-> {path}")
+    publish(args.name, lines, data)
 
 
 if __name__ == "__main__":

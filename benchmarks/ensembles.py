@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import evaluation_row, run_script, write_result  # noqa: E402
+from common import evaluation_row, run_script, publish  # noqa: E402
 from feature_peers import logistic_regression  # noqa: E402
 
 def main():
@@ -124,9 +124,7 @@ def main():
              f"{100 * gain['difference']:+.1f} points of balanced accuracy, paired 95% interval "
              f"[{100 * gain['ci95'][0]:+.1f}, {100 * gain['ci95'][1]:+.1f}] "
              f"(scripts/compare.py, {gain['resamples']} lesion-bootstrap resamples)."]
-    path = write_result(args.name, "\n".join(lines), data)
-    print("\n".join(lines))
-    print(f"-> {path}")
+    publish(args.name, lines, data)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import evaluation_row, run_script, write_result  # noqa: E402
+from common import evaluation_row, run_script, publish  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
@@ -56,9 +56,7 @@ def main():
              "", "| modality | balanced accuracy | macro AUC | accuracy | melanoma recall | "
              "train minutes | epochs | train img/s (median) |",
              "| --- | --- | --- | --- | --- | ---: | ---: | ---: |", *rows]
-    path = write_result(args.name, "\n".join(lines), data)
-    print("\n".join(lines))
-    print(f"-> {path}")
+    publish(args.name, lines, data)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import cell, run_script, write_result  # noqa: E402
+from common import cell, run_script, publish  # noqa: E402
 
 
 def load(path):
@@ -92,9 +92,7 @@ def main():
              "melanoma recall (argmax) | melanoma recall (rule) | shifted balanced accuracy | "
              "shift drop, points [95% CI] | train minutes |",
              "| --- | --- | ---: | --- | --- | ---: | ---: | --- | ---: |", *rows, *gain_line]
-    path = write_result(args.name, "\n".join(lines), data)
-    print("\n".join(lines))
-    print(f"-> {path}")
+    publish(args.name, lines, data)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import run_script, write_result  # noqa: E402
+from common import run_script, publish  # noqa: E402
 
 SHIFTS = ("contrast", "saturation", "white_balance", "gamma", "squash", "jpeg")
 
@@ -72,9 +72,7 @@ def main():
              "| run | copy | balanced accuracy, original | shifted | drop, points [95% CI] | "
              "macro AUC |", "| --- | --- | ---: | ---: | --- | --- |", *rows, "",
              f"Whole benchmark: {(time.perf_counter() - t0) / 60:.1f} minutes."]
-    path = write_result(args.name, "\n".join(lines), data)
-    print("\n".join(lines))
-    print(f"-> {path}")
+    publish(args.name, lines, data)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 
-def split_features(features_dir: str, split_csv: str, table_csv_groups=None):
+def split_features(features_dir: str, split_csv: str):
     """Mean-over-views features and labels of each split, in the split file's row order."""
     ids = pd.read_csv(os.path.join(features_dir, "images.csv"), dtype=str)["image_id"]
     row = {i: n for n, i in enumerate(ids)}
@@ -51,7 +51,8 @@ def logistic_regression(features_dir: str, split_csv: str, classes, out_dir: str
         if best is None or score > best[0]:
             best = (score, c, model)
     score, c, model = best
-    probs = model.predict_proba(scaler.transform(x_test))
+    probs = np.zeros((len(x_test), len(classes)))  # columns in the runs' class order, also
+    probs[:, model.classes_] = model.predict_proba(scaler.transform(x_test))  # if one is absent
     result = evaluate_predictions(np.asarray(y_test), probs, g_test, list(classes), n_boot)
     result["chosen"] = {"C": c, "val_balanced_accuracy": score, "grid": list(grid)}
     os.makedirs(out_dir, exist_ok=True)

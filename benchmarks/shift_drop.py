@@ -41,23 +41,27 @@ def main():
     args = parser.parse_args()
     copies = {"all": ",".join(SHIFTS), **({s: s for s in SHIFTS} if args.each else {})}
     t0 = time.perf_counter()
+    folder = {name: os.path.join(args.out, f"copies_seed{args.seed}", name) for name in copies}
     for name, shifts in copies.items():
-        if not os.path.exists(os.path.join(args.out, "copies", name, "dataset.yaml")):
-            run_script("scripts/shift_testset.py", "--run", args.runs[0], "--out",
-                       os.path.join(args.out, "copies", name), "--shifts", shifts, "--seed",
-                       str(args.seed), "--no-progress")
+        if not os.path.exists(os.path.join(folder[name], "dataset.yaml")):
+            run_script("scripts/shift_testset.py", "--run", args.runs[0], "--out", folder[name],
+                       "--shifts", shifts, "--seed", str(args.seed), "--no-progress")
     rows, data = [], {}
     for run in args.runs:
         label = os.path.basename(os.path.normpath(run))
         original = evaluation(run, os.path.join(args.out, label, "original"))
         for name in copies:
-            shifted = evaluation(run, os.path.join(args.out, label, name),
-                                 os.path.join(args.out, "copies", name, "dataset.yaml"))
-            result = os.path.join(args.out, label, f"drop_{name}.json")
+            shifted = evaluation(run, os.path.join(args.out, label, f"seed{args.seed}", name),
+                                 os.path.join(folder[name], "dataset.yaml"))
+            result = os.path.join(args.out, label, f"drop_seed{args.seed}_{name}.json")
             run_script("scripts/compare.py", original, shifted, "--names", "original", name,
                        "--out", result)
             with open(result) as f:
-                r = json.load(f)["metrics"]
+                compared = json.load(f)
+            if compared["rows_only_in_a"] or compared["rows_only_in_b"]:
+                raise SystemExit(f"{run}: its test split is not the one the copy was made from "
+                                 f"({args.runs[0]}); give runs that share a split")
+            r = compared["metrics"]
             b, auc = r["balanced_accuracy"], r["macro_auc"]
             rows.append(f"| {label} | {name} | {b['a']:.3f} | {b['b']:.3f} | "
                         f"{100 * b['difference']:+.1f} [{100 * b['ci95'][0]:+.1f}, "

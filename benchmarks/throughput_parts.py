@@ -122,7 +122,10 @@ def input_pipeline(folder: str, workdir: str, size: int, batch: int, workers: in
         "model": {"encoder": "efficientnet_lite0", "dtype": dtype}})
     inputs = build_inputs(cfg, workdir)
     labels = inputs.labels("train")
-    epochs = max(1, -(-steps * batch // len(labels)))
+    per_epoch = len(labels) // batch  # training_plan drops each epoch's remainder
+    if per_epoch == 0:
+        raise SystemExit(f"--images: {len(labels)} training images cannot fill a batch of {batch}")
+    epochs = -(-steps // per_epoch)
     plan, _ = pipeline.training_plan(labels, 7, epochs, batch, 0)
     return pipeline.train_dataset(example_loader(cfg, inputs, "train", True), plan, batch,
                                   workers)

@@ -16,8 +16,10 @@ Per model and batch size:
                   on the GPU channels-last, bf16 autocast, torch.compile, fused AdamW
 Every figure is the median of --repeats timings of --steps steps after a warm-up (compilation).
 --device gpu defaults to bf16 compute with fp32 master weights and batches 64..512; a batch
-that does not fit ends that model's sweep with an "out of memory" row. Peak device memory
-(GPU) and the process's peak host memory are reported beside each row.
+that does not fit JAX ends that model's sweep with an "out of memory" row (torch running out
+alone is marked in its column, the JAX figures kept). JAX allocates GPU memory on demand here
+(no 75% preallocation), so the two frameworks share the card. Peak memory (device / host) is
+the process's peak so far: the largest batch of the sweep up to that row, not that row alone.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import argparse
 import os
 import sys
 import tempfile
+
+# before JAX starts: allocate on demand, so the PyTorch peer in the same process finds memory
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import RESULTS, write_result  # noqa: E402
@@ -96,9 +101,14 @@ def measure(args, name, batch, folder, work, devices=None) -> dict:
     row["jax_input"], _ = parts.rate(fed_steps, batch * args.steps, 1, args.repeats)
     row["device_peak_mb"] = parts.device_peak_mb()
     if not args.no_torch:
-        tstep, tparams = parts.torch_step(name, batch, args.size, args.device)
-        row["torch"], _ = parts.rate(tstep, batch, args.steps, args.repeats)
-        row["torch_params"] = tparams
+        try:
+            tstep, tparams = parts.torch_step(name, batch, args.size, args.device)
+            row["torch"], _ = parts.rate(tstep, batch, args.steps, args.repeats)
+            row["torch_params"] = tparams
+        except Exception as exc:  # noqa: BLE001 - torch out of memory: keep the JAX figures
+            if not out_of_memory(exc):
+                raise
+            row["torch_error"] = "out of memory"
     row["host_peak_mb"] = parts.host_peak_mb()
     return row
 
@@ -108,9 +118,10 @@ def table_line(r) -> str:
         return f"| {r['model']} | {r['batch']} | | {r['error']} | | | | | | | |"
     torch_rate = r.get("torch")
     ratio = (lambda x: f"{x / torch_rate:.2f}") if torch_rate else (lambda x: "-")
+    torch_cell = f"{torch_rate:.1f}" if torch_rate else r.get("torch_error", "-")
     peak = f"{r['device_peak_mb']:.0f}" if r.get("device_peak_mb") else "-"
     return (f"| {r['model']} | {r['batch']} | {r['devices']} | {r['jax']:.1f} | {r['jax_input']:.1f} | "
-            f"{r['input']:.1f} | {torch_rate or 0:.1f} | {ratio(r['jax'])} | "
+            f"{r['input']:.1f} | {torch_cell} | {ratio(r['jax'])} | "
             f"{ratio(r['jax_input'])} | {r['compile_s']:.0f} | {peak} / {r['host_peak_mb']:.0f} |")
 
 

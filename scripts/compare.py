@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from multimodal.errors import cli
+from multimodal.errors import ConfigError, cli
 
 
 @cli
@@ -27,6 +27,9 @@ def main(argv=None) -> int:
     parser.add_argument("--bootstrap", type=int, default=1000, help="resamples of groups")
     parser.add_argument("--out", help="also write the comparison as JSON here")
     args = parser.parse_args(argv)
+    if args.bootstrap < 10:
+        raise ConfigError(f"--bootstrap {args.bootstrap}: an interval needs at least 10 "
+                          "resamples", "use the default 1000")
     from multimodal.evaluation.compare import compare, comparison_markdown, read_predictions
 
     result = compare(read_predictions(args.a), read_predictions(args.b), args.bootstrap)

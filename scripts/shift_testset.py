@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     split_path = os.path.join(args.run, "split.csv")
     if not os.path.exists(split_path):
         raise ConfigError(f"{args.run} has no split.csv: not a run directory from train.py")
-    table, split, column, _ = split_table(cfg, split_path)
+    table, split, column, _ = split_table(cfg, split_path, save=False)  # the run's, unchanged
     rows = split[split[column].astype(str) == args.split]["image_id"]
     if rows.empty:
         raise ConfigError(f"{split_path} has no {args.split!r} rows; its values: "

@@ -62,7 +62,7 @@ def test_shifted_copy_of_a_runs_test_split_is_evaluated_in_one_command(smoke_run
     assert set(shifts.columns) == {"image_id", *SHIFTS} and len(shifts) == len(test_ids)
     first = Image.open(out / "images" / f"{labels['image_id'][0]}.png")
     assert first.size[0] == first.size[1]  # squashed
-    # the same rows give the same copy; a second write into the folder is refused
+    # a second write into the same folder is refused
     again = run_script("shift_testset.py", "--run", smoke_run, "--out", str(out), check=False)
     assert again.returncode == 2 and "already holds" in again.stderr
 

@@ -48,10 +48,11 @@ def preprocessing_ops(cfg: Config):
     return [(n, o) for n, o in parse_ops(cfg.data.augment) if not OPS[n].random]
 
 
-def split_table(cfg: Config, split_path: str):
+def split_table(cfg: Config, split_path: str, save: bool = True):
     """The checked table and its leak-checked split, saved to `split_path` (reused when it
-    exists, so --resume and evaluation see the very same split); also the split's column
-    and the images' sha256 (shared by the leak check and the prepared-data key)."""
+    exists, so --resume and evaluation see the very same split; `save=False` only reads it);
+    also the split's column and the images' sha256 (shared by the leak check and the
+    prepared-data key)."""
     parse_ops(cfg.data.augment)  # fail on a bad op name or geometry before any work
     geometry.check(cfg.data.geometry)
     table = load_table(cfg.data, masks=cfg.task == "segmentation")
@@ -59,7 +60,7 @@ def split_table(cfg: Config, split_path: str):
     if os.path.exists(split_path) and not data_cfg.split_file:
         data_cfg = dataclasses.replace(data_cfg, split_file=split_path)
     hashes = content_hashes(table.frame["image_path"])
-    split = resolve_split(table, data_cfg, save_to=split_path, hashes=hashes)
+    split = resolve_split(table, data_cfg, save_to=split_path if save else None, hashes=hashes)
     column = "split" if "split" in split.columns else "fold"
     return table, split, column, hashes
 
@@ -67,7 +68,16 @@ def split_table(cfg: Config, split_path: str):
 def build_inputs(cfg: Config, workdir: str, meta_encoder=None, normalizer=None) -> Inputs:
     """Load, split (leak-checked), prepare and fit the metadata encoder and the image
     normaliser on train rows (or take the run's own, when given)."""
-    table, split, column, hashes = split_table(cfg, os.path.join(workdir, "split.csv"))
+    split_path = os.path.join(workdir, "split.csv")
+    if jax.process_count() == 1:
+        table, split, column, hashes = split_table(cfg, split_path)
+    else:  # host 0 makes and writes the split; the others read that very file
+        first = jax.process_index() == 0
+        if first:
+            table, split, column, hashes = split_table(cfg, split_path)
+        multihost_utils.sync_global_devices("multimodal: split written")
+        if not first:
+            table, split, column, hashes = split_table(cfg, split_path, save=False)
     prepared_dir = prepared_data(cfg, workdir, table, split, column, hashes)
     manifest = prepare.read_manifest(prepared_dir)
     sources = {name: prepare.open_split(prepared_dir, name) for name in manifest["splits"]}

@@ -60,7 +60,8 @@ def balanced_offsets(logits: np.ndarray, labels: np.ndarray, rounds: int = 3,
     order = sorted(grid, key=abs)
     for _ in range(rounds):
         improved = False
-        for c in range(n):
+        for c in np.flatnonzero(present):  # a class absent here keeps offset 0: no evidence
+            # to push it down (which would only suppress it on new rows)
             for value in order:
                 trial = offsets.copy()
                 trial[c] = value

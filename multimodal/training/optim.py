@@ -16,7 +16,16 @@ from multimodal.errors import ConfigError
 
 
 class ParamEmaState(NamedTuple):
+    count: Any  # updates averaged so far
     ema: Any
+
+
+def ema_decay_at(decay: float, count):
+    """The decay of update `count` (0-based): min(decay, (1 + count) / (10 + count)).
+
+    Warmed up as TensorFlow's ExponentialMovingAverage does: a fixed 0.998 from the first step
+    would keep 0.998^880 = 17% of the *initial* weights after a 4-epoch CPU schedule."""
+    return jnp.minimum(decay, (1.0 + count) / (10.0 + count))
 
 
 def param_ema(decay: float) -> optax.GradientTransformation:
@@ -26,12 +35,13 @@ def param_ema(decay: float) -> optax.GradientTransformation:
     state, the average is checkpointed and resumed with it.
     """
     def init(params):
-        return ParamEmaState(jax.tree.map(lambda p: p, params))
+        return ParamEmaState(jnp.zeros([], jnp.int32), jax.tree.map(lambda p: p, params))
 
     def update(updates, state, params=None):
         new = optax.apply_updates(params, updates)
-        ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, new)
-        return updates, ParamEmaState(ema)
+        d = ema_decay_at(decay, state.count.astype(jnp.float32))
+        ema = jax.tree.map(lambda e, p: (d * e + (1 - d) * p).astype(e.dtype), state.ema, new)
+        return updates, ParamEmaState(state.count + 1, ema)
 
     return optax.GradientTransformation(init, update)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+
+from multimodal.metrics import balanced_accuracy
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from multimodal.errors import DataError
@@ -49,12 +51,10 @@ def balanced_offsets(logits: np.ndarray, labels: np.ndarray, rounds: int = 3,
     logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
     n = logits.shape[1]
     offsets = np.zeros(n)
-    support = np.bincount(labels, minlength=n)
-    present = support > 0
+    present = np.bincount(labels, minlength=n) > 0
 
-    def score(o):  # balanced accuracy: mean recall over the classes present
-        hits = np.bincount(labels[(logits + o).argmax(1) == labels], minlength=n)
-        return float((hits[present] / support[present]).mean())
+    def score(o):
+        return balanced_accuracy(labels, (logits + o).argmax(1), n)
 
     best = score(offsets)
     order = sorted(grid, key=abs)

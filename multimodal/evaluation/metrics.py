@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
-from multimodal.metrics import classification_metrics
+from multimodal.metrics import balanced_accuracy, classification_metrics
 
 
 def expected_calibration_error(labels, probs, bins: int = 15) -> float:
@@ -125,10 +125,7 @@ def paired_difference(labels, probs_a, probs_b, groups, metric: str = "balanced_
 
     def score(probs, idx):
         if metric == "balanced_accuracy":  # the common case, without AUC and log loss
-            y, hit = labels[idx], probs[idx].argmax(1) == labels[idx]
-            support = np.bincount(y, minlength=n_classes)
-            hits = np.bincount(y[hit], minlength=n_classes)
-            return float((hits[support > 0] / support[support > 0]).mean())
+            return balanced_accuracy(labels[idx], probs[idx].argmax(1), n_classes)
         if metric == "accuracy":
             return float((probs[idx].argmax(1) == labels[idx]).mean())
         return classification_metrics(labels[idx], probs[idx])[metric]

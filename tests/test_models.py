@@ -160,9 +160,11 @@ def test_parameter_ema_lives_in_the_optimizer_and_swaps_in():
     for _ in range(3):
         step(model, opt)
         history.append(np.array(model.kernel[...]))
+    # The decay warms up as min(0.5, (1+n)/(10+n)): 0.1, 2/11, 0.25 over the three steps.
     expected = history[0]
-    for w in history[1:]:
-        expected = 0.5 * expected + 0.5 * w
+    for n, w in enumerate(history[1:]):
+        d = min(0.5, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * w
     ema = ema_weights(opt)
     np.testing.assert_allclose(ema["kernel"], expected, rtol=1e-6)
     with use_weights(model, ema):

@@ -19,6 +19,19 @@ def run_script(*args: str) -> None:
     subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
 
 
+def train_and_evaluate(config: str, modality: str, workdir: str, sets: list[str]) -> float:
+    """scripts/train.py (skipped when workdir holds a finished run) then scripts/evaluate.py on
+    the test split; returns the training wall minutes (data preparation included; 0 when
+    reused)."""
+    t0 = time.perf_counter()
+    if not os.path.exists(os.path.join(workdir, "summary.json")):
+        run_script("scripts/train.py", "--config", config, "--modality", modality, "--workdir",
+                   workdir, "--no-progress", *[x for s in sets for x in ("--set", s)])
+    minutes = (time.perf_counter() - t0) / 60
+    run_script("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
+    return minutes
+
+
 def median_time(fn, repeats: int = 3, warmup: int = 1) -> tuple[float, list[float]]:
     for _ in range(warmup):
         fn()

@@ -3,10 +3,10 @@
     python benchmarks/modalities.py --config configs/ham10000.yaml --set train.epochs=3 \
         --out runs/modalities
 
-Runs scripts/train.py and scripts/evaluate.py for each modality with the same
-config, split and seed, and tabulates test balanced accuracy, macro AUC,
-accuracy and melanoma recall with group-bootstrap 95% intervals, and the training
-wall time (data preparation included), epochs run and median training images/s.
+Runs scripts/train.py (a finished run in --out is reused) and scripts/evaluate.py for each
+modality with the same config, split and seed, and tabulates test balanced accuracy, macro
+AUC, accuracy and melanoma recall with group-bootstrap 95% intervals, and the training wall
+time (data preparation included), epochs run and median training images/s.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import json
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import evaluation_row, run_script, publish  # noqa: E402
+from common import evaluation_row, publish, train_and_evaluate  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
@@ -30,23 +29,19 @@ def main():
     parser.add_argument("--out", default="runs/modalities")
     parser.add_argument("--name", default="modalities")
     args = parser.parse_args()
-    sets = [x for s in args.set for x in ("--set", s)]
     prepared = os.path.join(args.out, "prepared")
     rows, data = [], {}
     for modality in args.modalities:
         workdir = os.path.join(args.out, modality.replace("+", "_"))
-        t0 = time.perf_counter()
-        run_script("scripts/train.py", "--config", args.config, "--modality", modality, "--workdir",
-                   workdir, "--no-progress", "--set", f"data.prepared_dir={prepared}", *sets)
-        train_s = time.perf_counter() - t0
-        run_script("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
+        minutes = train_and_evaluate(args.config, modality, workdir,
+                                     [f"data.prepared_dir={prepared}", *args.set])
         row, result = evaluation_row(modality, os.path.join(workdir, "eval", "metrics.json"),
-                                     train_s / 60)
+                                     minutes)
         with open(os.path.join(workdir, "metrics.jsonl")) as f:
             history = [json.loads(line) for line in f]
         rate = statistics.median(r["images_per_s"] for r in history)
         rows.append(f"{row} {len(history)} | {rate:.1f} |")
-        data[modality] = {**result, "train_seconds": train_s, "epochs": len(history),
+        data[modality] = {**result, "train_seconds": 60 * minutes, "epochs": len(history),
                           "median_train_images_per_s": rate}
         print(rows[-1], flush=True)
     first = next(iter(data.values()))

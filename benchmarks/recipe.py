@@ -18,10 +18,9 @@ import argparse
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import cell, run_script, publish  # noqa: E402
+from common import cell, publish, run_script, train_and_evaluate  # noqa: E402
 
 
 def load(path):
@@ -38,17 +37,11 @@ def main():
     parser.add_argument("--out", default="runs/recipe")
     parser.add_argument("--name", default="recipe_ham10000_cpu")
     args = parser.parse_args()
-    sets = [x for s in args.set for x in ("--set", s)]
     shifted = os.path.join(args.out, "shifted")
     rows, data = [], {}
     for modality in args.modalities:
         run = os.path.join(args.out, modality.replace("+", "_"))
-        t0 = time.perf_counter()
-        if not os.path.exists(os.path.join(run, "summary.json")):
-            run_script("scripts/train.py", "--config", args.config, "--modality", modality,
-                       "--workdir", run, "--no-progress", *sets)
-        minutes = (time.perf_counter() - t0) / 60
-        run_script("scripts/evaluate.py", "--checkpoint", run, "--saliency", "0")
+        minutes = train_and_evaluate(args.config, modality, run, args.set)
         if not os.path.exists(os.path.join(shifted, "dataset.yaml")):
             run_script("scripts/shift_testset.py", "--run", run, "--out", shifted,
                        "--no-progress")

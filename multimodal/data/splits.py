@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from multimodal.errors import DataError, LeakageError
 from multimodal.data.table import DatasetTable
@@ -68,6 +67,9 @@ def _fold_ids(frame, k, seed, stratify, bins, by) -> np.ndarray:
     if n_groups < k:
         raise DataError(f"cannot make {k} grouped folds from {n_groups} groups")
     folds = np.empty(len(frame), np.int32)
+    # imported here: sklearn.model_selection is over a second of every script's start-up
+    from sklearn.model_selection import StratifiedGroupKFold
+
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # rare strata cannot reach every fold; that is expected
         warnings.filterwarnings("ignore", message="The least populated class")

@@ -60,10 +60,21 @@ def write_run_files(workdir: str, cfg_dict: dict, classes, encoder, normalizer) 
         json.dump(info, f, indent=1)
 
 
+def _no_replica_parallel_on_cpu() -> None:
+    """Orbax splits a replicated array between its replicas so that each device writes a
+    slice. On CPU devices that is eager slicing, one compile per parameter shape: the first
+    save of a run on 4 CPU devices took 31-35 s against 0.4 s without it (150 small arrays).
+    GPUs already default to off; TPUs keep Orbax's default."""
+    if jax.default_backend() == "cpu":
+        ocp.type_handlers.register_type_handler(
+            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+
 class RunCheckpoints:
     """Two Orbax managers over one run directory."""
 
     def __init__(self, workdir: str, metric: str, keep_best: int = 2):
+        _no_replica_parallel_on_cpu()
         root = os.path.abspath(os.path.join(workdir, "checkpoints"))
         self.metric = metric
         self.latest = ocp.CheckpointManager(

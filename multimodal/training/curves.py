@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 
 def plot_curves(history: list[dict], path: str) -> None:
     if not history:
         return
+    # imported here: matplotlib is a second of every training script's start-up otherwise
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")

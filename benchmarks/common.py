@@ -20,16 +20,31 @@ def run_script(*args: str) -> None:
 
 
 def train_and_evaluate(config: str, modality: str, workdir: str, sets: list[str]) -> float:
-    """scripts/train.py (skipped when workdir holds a finished run) then scripts/evaluate.py on
-    the test split; returns the training wall minutes (data preparation included; 0 when
-    reused)."""
-    t0 = time.perf_counter()
-    if not os.path.exists(os.path.join(workdir, "summary.json")):
+    """scripts/train.py then scripts/evaluate.py on the test split; returns the training wall
+    minutes (data preparation included). A finished run in workdir is reused, with the minutes
+    of the session that trained it, when it was trained with the same settings; otherwise the
+    benchmark stops rather than tabulate a run made with other settings."""
+    sys.path.insert(0, ROOT)
+    from multimodal.config import config_differences, load_config, load_run_config
+
+    timing = os.path.join(workdir, "bench_timing.json")
+    if os.path.exists(os.path.join(workdir, "summary.json")):
+        changed = config_differences(load_run_config(workdir), load_config(config, sets,
+                                                                            modality=modality))
+        if changed:
+            sys.exit(f"error: {workdir} was trained with other settings ({changed[0]}); "
+                     "use another --out or delete it")
+    else:
+        t0 = time.perf_counter()
         run_script("scripts/train.py", "--config", config, "--modality", modality, "--workdir",
                    workdir, "--no-progress", *[x for s in sets for x in ("--set", s)])
-    minutes = (time.perf_counter() - t0) / 60
+        with open(timing, "w") as f:
+            json.dump({"train_minutes": (time.perf_counter() - t0) / 60}, f)
     run_script("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
-    return minutes
+    if not os.path.exists(timing):
+        return float("nan")  # trained before timings were kept
+    with open(timing) as f:
+        return json.load(f)["train_minutes"]
 
 
 def median_time(fn, repeats: int = 3, warmup: int = 1) -> tuple[float, list[float]]:

@@ -19,7 +19,7 @@ Systems (--only names; configs in configs/baselines/):
     design        6. image + metadata fusion and XGBoost stacking (grouped split)
 
 `--budget gpu` trains each config as it is (the reports' resolutions and epochs); `cpu`
-applies the reductions listed in CPU below (each row says what ran and the GPU command);
+applies the reductions listed in `CPU` in benchmarks/baseline_bench.py (each row says what ran and the GPU command);
 `--tiny` trains the configs' smoke variants, HAM10000 ones on the bundled sample, on a
 small synthetic Fitzpatrick17k set: a pipeline check whose numbers mean nothing, written to
 baselines_tiny.md (compiled without XLA's backend optimisation: half the compile time).

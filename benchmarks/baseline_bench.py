@@ -11,7 +11,7 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT
+from common import ROOT, timed
 
 SYSTEMS = ("xception", "fitzpatrick", "resnet18", "resnet50", "chestxray", "adasyn",
            "vgg16_frozen", "design")
@@ -117,21 +117,6 @@ class Bench:
                 warnings.simplefilter("ignore")  # the image-level split's leakage warning
                 runs[protocol] = self.train_eval(os.path.join(self.out, key, protocol), cfg)
         return runs
-
-
-def timed(workdir: str, done: str, fn) -> float:
-    """Seconds `fn` took to build workdir, measured once: a finished workdir (holding `done`)
-    keeps the time of the session that built it."""
-    timing = os.path.join(workdir, "baseline_timing.json")
-    if os.path.exists(os.path.join(workdir, done)) and os.path.exists(timing):
-        with open(timing) as f:
-            return json.load(f)["train_seconds"]
-    t0 = time.perf_counter()
-    fn()
-    seconds = time.perf_counter() - t0
-    with open(timing, "w") as f:
-        json.dump({"train_seconds": seconds}, f)
-    return seconds
 
 
 # -- rows -------------------------------------------------------------------------------------

@@ -14,10 +14,9 @@ from baseline_bench import (
     metric_value,
     missing_row,
     shown_path,
-    timed,
     train_command,
 )
-from common import ROOT
+from common import ROOT, timed
 
 
 def xception(bench):

@@ -12,11 +12,27 @@ import time
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+TIMING = "bench_timing.json"  # in a run folder: how long the session that built it took
 
 
 def run_script(*args: str) -> None:
     """Run a repo script (e.g. "scripts/train.py", ...) with this Python, from the repo root."""
     subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
+
+
+def timed(workdir: str, done: str, fn) -> float:
+    """Seconds `fn` took to build workdir, measured once: a finished workdir (holding `done`)
+    keeps the time of the session that built it."""
+    timing = os.path.join(workdir, TIMING)
+    if os.path.exists(os.path.join(workdir, done)) and os.path.exists(timing):
+        with open(timing) as f:
+            return json.load(f)["train_seconds"]
+    t0 = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - t0
+    with open(timing, "w") as f:
+        json.dump({"train_seconds": seconds}, f)
+    return seconds
 
 
 def train_and_evaluate(config: str, modality: str, workdir: str, sets: list[str]) -> float:
@@ -27,24 +43,21 @@ def train_and_evaluate(config: str, modality: str, workdir: str, sets: list[str]
     sys.path.insert(0, ROOT)
     from multimodal.config import config_differences, load_config, load_run_config
 
-    timing = os.path.join(workdir, "bench_timing.json")
-    if os.path.exists(os.path.join(workdir, "summary.json")):
+    finished = os.path.exists(os.path.join(workdir, "summary.json"))
+    if finished:
         changed = config_differences(load_run_config(workdir), load_config(config, sets,
                                                                             modality=modality))
         if changed:
             sys.exit(f"error: {workdir} was trained with other settings ({changed[0]}); "
                      "use another --out or delete it")
+    if finished and not os.path.exists(os.path.join(workdir, TIMING)):
+        minutes = float("nan")  # trained before timings were kept
     else:
-        t0 = time.perf_counter()
-        run_script("scripts/train.py", "--config", config, "--modality", modality, "--workdir",
-                   workdir, "--no-progress", *[x for s in sets for x in ("--set", s)])
-        with open(timing, "w") as f:
-            json.dump({"train_minutes": (time.perf_counter() - t0) / 60}, f)
+        minutes = timed(workdir, "summary.json", lambda: run_script(
+            "scripts/train.py", "--config", config, "--modality", modality, "--workdir", workdir,
+            "--no-progress", *[x for s in sets for x in ("--set", s)])) / 60
     run_script("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
-    if not os.path.exists(timing):
-        return float("nan")  # trained before timings were kept
-    with open(timing) as f:
-        return json.load(f)["train_minutes"]
+    return minutes
 
 
 def median_time(fn, repeats: int = 3, warmup: int = 1) -> tuple[float, list[float]]:

@@ -69,15 +69,13 @@ def build_inputs(cfg: Config, workdir: str, meta_encoder=None, normalizer=None) 
     """Load, split (leak-checked), prepare and fit the metadata encoder and the image
     normaliser on train rows (or take the run's own, when given)."""
     split_path = os.path.join(workdir, "split.csv")
-    if jax.process_count() == 1:
+    first = jax.process_index() == 0  # host 0 makes and writes the split; others read it
+    if first:
         table, split, column, hashes = split_table(cfg, split_path)
-    else:  # host 0 makes and writes the split; the others read that very file
-        first = jax.process_index() == 0
-        if first:
-            table, split, column, hashes = split_table(cfg, split_path)
+    if jax.process_count() > 1:
         multihost_utils.sync_global_devices("multimodal: split written")
-        if not first:
-            table, split, column, hashes = split_table(cfg, split_path, save=False)
+    if not first:
+        table, split, column, hashes = split_table(cfg, split_path, save=False)
     prepared_dir = prepared_data(cfg, workdir, table, split, column, hashes)
     manifest = prepare.read_manifest(prepared_dir)
     sources = {name: prepare.open_split(prepared_dir, name) for name in manifest["splits"]}

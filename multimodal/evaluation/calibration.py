@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-
-from multimodal.metrics import balanced_accuracy
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
+
 from multimodal.errors import DataError
+from multimodal.metrics import balanced_accuracy
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

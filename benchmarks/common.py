@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -78,7 +79,7 @@ def machine() -> dict:
 
 def write_result(name: str, markdown: str, data: dict, folder: str = RESULTS) -> str:
     os.makedirs(folder, exist_ok=True)
-    command = "python " + " ".join(sys.argv)
+    command = "python " + shlex.join(sys.argv)  # quoted: pasted into a shell, it runs as it ran
     data = {**data, "command": command, "machine": machine(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     with open(os.path.join(folder, f"{name}.json"), "w") as f:

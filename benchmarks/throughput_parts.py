@@ -12,7 +12,7 @@ import numpy as np
 CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 
 
-def jax_step(name, batch, size, dtype, num_devices=None):
+def jax_step(name, batch, size, dtype, num_devices=None, encoder_options=None):
     """The trainer's jitted step (loss, backward, AdamW) on one device-resident batch, data-parallel
     over the mesh; bf16 compute keeps fp32 parameters and optimizer state (master weights)."""
     import jax
@@ -25,7 +25,8 @@ def jax_step(name, batch, size, dtype, num_devices=None):
     from multimodal.training.trainer import LossSpec, Stepper
 
     compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-    model = Classifier(7, "image", encoder=name, encoder_options={"dropout": 0.0}, dropout=0.0,
+    model = Classifier(7, "image", encoder=name,
+                       encoder_options={"dropout": 0.0, **(encoder_options or {})}, dropout=0.0,
                        rngs=nnx.Rngs(0), dtype=compute)
     optimizer = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
     mesh = mesh_lib.make_mesh(num_devices)

@@ -62,6 +62,7 @@ def parse(argv=None):
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     p.add_argument("--smoke", action="store_true", help="tiny CPU run (the test's)")
     p.add_argument("--results", default=RESULTS, help="folder for the result files")
+    p.add_argument("--name", help="result file name (default train_throughput_<platform>)")
     args = p.parse_args(argv)
     defaults = {**(GPU if args.device == "gpu" else CPU), **(SMOKE if args.smoke else {})}
     for key, value in defaults.items():
@@ -170,7 +171,8 @@ def main(argv=None):
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
              *map(table_line, rows)]
     lines += scaling_lines(rows)
-    name = "train_throughput_smoke" if args.smoke else f"train_throughput_{platform}"
+    name = args.name or ("train_throughput_smoke" if args.smoke else
+                         f"train_throughput_{platform}")
     path = write_result(name, "\n".join(lines), {"rows": rows, "args": vars(args)},
                         folder=args.results)
     print("\n".join(lines))

@@ -123,3 +123,29 @@ def test_parse_ops_errors():
         parse_ops([{"rotate": {"angle": 3}}])
     with pytest.raises(ValueError, match="expected a name"):
         parse_ops([{"rotate": {}, "flip_h": {}}])
+
+
+def test_squash_shows_the_whole_picture_stretched_to_its_short_side():
+    image = _blob()[:, :, :]  # 40x40: squash is the identity on a square
+    np.testing.assert_array_equal(augment.squash(image, _rng(), p=1.0), image)
+    wide = _image(h=30, w=40)
+    assert augment.squash(wide, _rng(), p=1.0).shape == (30, 30, 3)
+    np.testing.assert_array_equal(augment.squash(wide, _rng(), p=0.0), wide)
+    mask = (wide[..., 0] > 128).astype(np.uint8)
+    out, moved = augment.apply_ops_with_mask(wide, mask, parse_ops([{"squash": {"p": 1.0}}]),
+                                             _rng(), train=True)
+    assert out.shape[:2] == moved.shape == (30, 30) and set(np.unique(moved)) <= {0, 1}
+
+
+def test_camera_ops_change_tone_colour_and_compression_as_documented():
+    grey = np.full((16, 16, 3), 128, np.uint8)
+    darker = augment.gamma(grey, _rng(), powers=(1.5, 1.5))  # 0.502 ** 1.5 * 255 = 91
+    assert abs(int(darker[0, 0, 0]) - 91) <= 1
+    cast = augment.white_balance(grey, _rng(1), amount=0.2).reshape(-1, 3).mean(0)
+    assert np.ptp(cast) > 3 and abs(cast.mean() - 128) < 1.5  # a cast, brightness kept
+    image = _image(h=64, w=64)
+    lossy = augment.jpeg(image, _rng(), quality=(10, 10), p=1.0)
+    assert lossy.shape == image.shape and np.abs(lossy.astype(int) - image).mean() > 5
+    np.testing.assert_array_equal(augment.jpeg(image, _rng(), p=0.0), image)
+    for name in ("gamma", "white_balance", "jpeg", "squash"):
+        assert OPS[name].random  # augmentation: never at evaluation

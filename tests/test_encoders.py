@@ -84,6 +84,28 @@ def test_shifted_depthwise_matches_grouped_convolution(stride, kernel, size):
     np.testing.assert_allclose(shift(x), conv(x), atol=5e-5)
 
 
+@pytest.mark.parametrize("stride,kernel,size", [(1, 3, 9), (2, 3, 10), (2, 5, 11), (1, 5, 8)])
+def test_depthwise_gradients_match_the_grouped_convolutions(stride, kernel, size):
+    """The hand-written backward pass (shift) against autodiff of XLA's grouped convolution, on
+    odd and even sizes, where TF-SAME padding is uneven and a stride drops the last row."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, size, size + 1, 6)), jnp.float32)
+    layers = {impl: DepthwiseConv(6, kernel, stride, impl=impl, rngs=nnx.Rngs(0))
+              for impl in ("shift", "shift_autodiff", "grouped")}
+    g = jnp.asarray(rng.normal(size=layers["grouped"](x).shape), jnp.float32)
+
+    def grads(layer):  # (kernel gradient, input gradient); the kernels are equal (same seed)
+        d_layer, dx = nnx.grad(lambda layer, x: (layer(x) * g).sum(), argnums=(0, 1))(layer, x)
+        return jax.tree.leaves(d_layer)[0], dx
+
+    want = grads(layers["grouped"])
+    for impl in ("shift", "shift_autodiff"):
+        got = grads(layers[impl])
+        # float error ~1e-5 (sums of ~100 products); a wrong offset or flip is off by ~1
+        np.testing.assert_allclose(got[0], want[0], atol=1e-3)
+        np.testing.assert_allclose(got[1], want[1], atol=1e-3)
+
+
 def test_batchnorm_folding_keeps_the_lite_forward():
     enc = create_encoder("efficientnet_lite0", width=0.25, depth=0.5, rngs=nnx.Rngs(0))
     rng = np.random.default_rng(0)

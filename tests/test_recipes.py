@@ -22,4 +22,4 @@ def test_recipe_trains_in_smoke_mode(config, tmp_path):
     summary = json.loads((work / "summary.json").read_text())
     assert summary["steps"] == 3
     saved = (work / "config.yaml").read_text()
-    assert "shades_of_gray" in saved and "ema_decay" in saved
+    assert "shades_of_gray" in saved and "ema_decay" in saved and "jpeg" in saved

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 from typing import Callable
 
 import numpy as np
@@ -119,6 +120,19 @@ def random_resized_crop(image, rng, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), *, r
     return image
 
 
+@register("squash", random=True, geometric=True)
+def squash(image, rng, p=0.5, *, resample=None):
+    """With probability `p`, the whole picture resized to a square of its short side, so the
+    crop that follows sees it all, stretched. Mixes the `crop` and `squash` geometries in
+    training: pipelines elsewhere squash 4:3 camera frames, and a model that has only seen
+    true aspect ratios pays for it (benchmarks/results/recipe_ham10000.md)."""
+    if rng.random() >= p:
+        return image
+    side = min(image.shape[:2])
+    return np.asarray(_pil(image).resize((side, side), Image.BILINEAR if resample is None
+                                         else resample))
+
+
 # -- colour -------------------------------------------------------------------
 def _enhance(kind, image, factor):
     return np.asarray(getattr(ImageEnhance, kind)(_pil(image)).enhance(factor))
@@ -157,6 +171,35 @@ def color_jitter(image, rng, brightness=0.2, contrast=0.2, saturation=0.2, hue=0
                          ("saturation", saturation), ("hue", hue)):
         image = OPS[name].fn(image, rng, amount)
     return image
+
+
+# -- acquisition: what another camera or colour pipeline does -----------------
+@register("gamma", random=True)
+def gamma(image, rng, powers=(0.8, 1.25)):
+    """Intensities on [0, 1] raised to a power drawn log-uniformly from `powers` (tone curves
+    differ between cameras)."""
+    power = float(np.exp(rng.uniform(np.log(powers[0]), np.log(powers[1]))))
+    return ((image / 255.0) ** power * 255.0).round().astype(np.uint8)
+
+
+@register("white_balance", random=True)
+def white_balance(image, rng, amount=0.1):
+    """Per-channel gains from 1 +- `amount`, renormalised to mean 1: a colour cast that keeps
+    the brightness (white balance differs between cameras and lamps)."""
+    gains = rng.uniform(1 - amount, 1 + amount, size=3)
+    gains = gains / gains.mean()
+    return np.clip(image * gains, 0, 255).round().astype(np.uint8)
+
+
+@register("jpeg", random=True)
+def jpeg(image, rng, quality=(20, 95), p=0.5):
+    """With probability `p`, re-encoded as JPEG at a quality drawn from `quality` (block
+    artefacts and colour bleeding of compressed uploads)."""
+    if rng.random() >= p:
+        return image
+    buffer = io.BytesIO()
+    _pil(image).save(buffer, "JPEG", quality=int(rng.integers(quality[0], quality[1] + 1)))
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
 
 
 # -- preprocessing (deterministic) --------------------------------------------

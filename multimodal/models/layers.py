@@ -42,19 +42,69 @@ def same_padding(size: int, k: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def _shifted_sum(xp, w, k, s, oh, ow):
+    """sum over (i, j) of the stride-`s` window of `xp` at offset (i, j) times w[i, j]."""
+    y = 0
+    for i in range(k):
+        for j in range(k):
+            y = y + xp[:, i:i + (oh - 1) * s + 1:s, j:j + (ow - 1) * s + 1:s, :] * w[i, j, 0]
+    return y
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def shift_depthwise(x, w, k: int, s: int, pads):
+    """Depthwise k x k convolution as shifted multiply-adds, with a backward pass written for
+    the CPU: the input gradient is the output gradient (dilated by the stride) convolved with
+    the flipped kernel, one fused loop like the forward; the kernel gradient is one variadic
+    reduction. Autodiff of the forward instead sums k*k padded copies and makes k*k passes
+    over the activations for the kernel gradient (a third of Lite0's training step on 2 cores,
+    benchmarks/results/profile_step_efficientnet_lite0.md)."""
+    xp = jnp.pad(x, [(0, 0), pads[0], pads[1], (0, 0)])
+    return _shifted_sum(xp, w, k, s, -(-x.shape[1] // s), -(-x.shape[2] // s))
+
+
+def _shift_depthwise_fwd(x, w, k, s, pads):
+    return shift_depthwise(x, w, k, s, pads), (x, w)
+
+
+def _shift_depthwise_bwd(k, s, pads, residuals, g):
+    x, w = residuals
+    (h, wd), (oh, ow) = x.shape[1:3], g.shape[1:3]
+    # dx[u] = sum_i gd[u + before - i] w[i], gd = g dilated by s: a stride-1 shifted sum over
+    # gd padded by k-1-before in front and cropped or padded at the back to length size+k-1
+    edges = [(k - 1 - before, size + before - (out - 1) * s - 1, s - 1)
+             for (before, _), size, out in ((pads[0], h, oh), (pads[1], wd, ow))]
+    gp = jax.lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0), *edges, (0, 0, 0)])
+    dx = _shifted_sum(gp, w[::-1, ::-1], k, 1, h, wd)
+    # dw[i, j] = sum over (n, h, w) of window(i, j) * g: the k*k sums as one variadic reduce,
+    # one pass over x and g (k*k separate sums read both k*k times: 1.4-3.9x slower per layer)
+    xp = jnp.pad(x, [(0, 0), pads[0], pads[1], (0, 0)])
+    taps = tuple((xp[:, i:i + (oh - 1) * s + 1:s, j:j + (ow - 1) * s + 1:s, :] * g)
+                 .astype(jnp.float32) for i in range(k) for j in range(k))  # bf16: f32 sums
+    sums = jax.lax.reduce(taps, tuple(jnp.zeros((), jnp.float32) for _ in taps),
+                          lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
+    dw = jnp.stack(sums).reshape(k, k, 1, -1)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+shift_depthwise.defvjp(_shift_depthwise_fwd, _shift_depthwise_bwd)
+
+
 class DepthwiseConv(nnx.Module):
     """k x k depthwise convolution ('SAME' padding), kernel shaped like nnx.Conv's [k, k, 1, C].
 
     impl='shift' writes it as k*k shifted multiply-adds, which XLA fuses into one
     loop; on CPU this is many times faster than XLA's grouped convolution
-    (impl='grouped', `feature_group_count=C`). Both give the same result
-    (tested); see benchmarks/feature_extraction.py for the measurements.
+    (impl='grouped', `feature_group_count=C`; benchmarks/feature_extraction.py), and its
+    backward pass is written by hand (`shift_depthwise`). impl='shift_autodiff' is the same
+    forward with JAX's own backward, kept to measure against
+    (benchmarks/cpu_step_attempts.py). All three give the same values and gradients (tested).
     """
 
     def __init__(self, channels: int, kernel: int = 3, stride: int = 1, *, use_bias=False,
                  impl: str = "shift", dtype=jnp.float32, rngs: nnx.Rngs):
-        if impl not in ("shift", "grouped"):
-            raise ValueError(f"impl must be 'shift' or 'grouped', not {impl!r}")
+        if impl not in ("shift", "shift_autodiff", "grouped"):
+            raise ValueError(f"impl must be 'shift', 'shift_autodiff' or 'grouped', not {impl!r}")
         self.kernel = nnx.Param(host_init(rngs.params(), (kernel, kernel, 1, channels), scale=2.0))
         self.bias = nnx.Param(jnp.zeros((channels,))) if use_bias else None
         self.k, self.stride, self.impl, self.dtype = kernel, stride, impl, dtype
@@ -68,14 +118,11 @@ class DepthwiseConv(nnx.Module):
             y = jax.lax.conv_general_dilated(
                 x, w, (s, s), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                 feature_group_count=x.shape[-1])
-        else:
+        elif self.impl == "shift":
+            y = shift_depthwise(x, w, k, s, tuple(pads))
+        else:  # shift_autodiff: the same forward, JAX's own backward (kept to measure against)
             xp = jnp.pad(x, [(0, 0), pads[0], pads[1], (0, 0)])
-            oh, ow = -(-x.shape[1] // s), -(-x.shape[2] // s)
-            y = 0
-            for i in range(k):
-                for j in range(k):
-                    patch = xp[:, i:i + (oh - 1) * s + 1:s, j:j + (ow - 1) * s + 1:s, :]
-                    y = y + patch * w[i, j, 0]
+            y = _shifted_sum(xp, w, k, s, -(-x.shape[1] // s), -(-x.shape[2] // s))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y

@@ -1,0 +1,157 @@
+"""The HAM10000 recipe ledger: every ingredient measured so far, one row each, read from the
+benchmark result files (never typed in), into benchmarks/results/recipe_ham10000.md.
+
+    python benchmarks/recipe_table.py
+
+Every row names the result file it comes from; that file holds the command that made it.
+All rows share the grouped test split (1502 images of 1121 lesions, runs/ham_lite0/split.csv);
+intervals are 95% lesion-bootstrap intervals from those files. A missing file is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import RESULTS, cell, write_result  # noqa: E402
+
+# (result file, entry, what the row measures)
+ROWS = [
+    ("ensembles_ham10000", "image (heads on frozen features)",
+     "frozen Lite0 features (128 px), MLP head, image"),
+    ("ensembles_ham10000", "image: class-weighted logistic regression on the same features (peer)",
+     "frozen features, class-weighted logistic regression (peer)"),
+    ("ensembles_ham10000", "image+meta (heads on frozen features)",
+     "frozen features, concat fusion head, image+meta"),
+    ("ensembles_ham10000", "late fusion of image + meta (weights on val)",
+     "late fusion of image and meta heads (weights on validation)"),
+    ("ensembles_ham10000", "XGBoost stacking: 3-fold OOF image probs + metadata (members: train.epochs=8)",
+     "XGBoost stacking on 3-fold out-of-fold image probabilities + metadata"),
+    ("ensembles_ham10000", "XGBoost stacking: 3-fold OOF image probs + metadata + lesion context "
+     "(label proxy in HAM10000) (members: train.epochs=8)",
+     "the same + lesion context (a label proxy in HAM10000)"),
+    ("finetune_lite0_cpu128", "image+meta", "fine-tuned end to end, 128 px, 5 epochs, image+meta"),
+    ("recipe_ham10000_cpu", "image+meta", "recipe: + Shades of Gray, colour jitter, balance 0.5, "
+     "encoder lr x0.3, EMA, label smoothing; 3 epochs, image+meta"),
+    ("recipe_ham10000_cpu", "image", "the recipe, image only"),
+    ("recipe_ham10000_cpu_camera", "image", "the recipe + camera augmentation (squash p=0.5, "
+     "gamma, white balance, JPEG q20-95 p=0.5), image only"),
+    ("recipe_ham10000_cpu_camera", "image+meta", "the recipe + camera augmentation, image+meta"),
+]
+RULE_FILE = {"ensembles_ham10000": ("decision_rule_ham10000", {
+    "image (heads on frozen features)": "image", "image+meta (heads on frozen features)":
+    "image_meta", "late fusion of image + meta (weights on val)": "late_fusion"})}
+
+SHIFT_FILE = ("shift_drop_ham10000", {"image (heads on frozen features)": "image/all",
+                                      "image+meta (heads on frozen features)": "image_meta/all"})
+
+
+def load(name: str) -> dict | None:
+    path = os.path.join(RESULTS, f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def minutes(entry: dict) -> str:
+    for key, scale in (("train_minutes", 1), ("train_seconds", 60), ("build_seconds", 60)):
+        if key in entry:
+            return f"{entry[key] / scale:.1f}"
+    return ""
+
+
+def rule(name: str, key: str, entry: dict) -> str:
+    if "balanced_decision" in entry:
+        return f"{entry['balanced_decision']['balanced_accuracy']:.3f}"
+    if name in RULE_FILE and key in RULE_FILE[name][1]:
+        rules = load(RULE_FILE[name][0]) or {}
+        found = rules.get(RULE_FILE[name][1][key])
+        return f"{found['balanced_accuracy']:.3f}" if found else ""
+    return ""
+
+
+def shift(name: str, key: str, entry: dict) -> str:
+    drop = entry.get("shift_drop")
+    if drop is None and name == "ensembles_ham10000" and key in SHIFT_FILE[1]:
+        drop = ((load(SHIFT_FILE[0]) or {}).get(SHIFT_FILE[1][key]) or {}).get("balanced_accuracy")
+    if not drop:
+        return ""
+    low, high = drop["ci95"]
+    return f"{100 * drop['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+# Paired comparisons of two runs' evaluations (scripts/compare.py --out into the results folder)
+PAIRED = [("recipe_camera_vs_plain_original", "camera augmentation minus plain recipe, image, "
+           "original test split", "runs/recipe_cpu/image/eval runs/recipe_camera/image/eval"),
+          ("recipe_camera_vs_plain_shifted", "the same on the shifted copy",
+           "runs/recipe_cpu/image/eval_shifted runs/recipe_camera/image/eval_shifted")]
+
+
+def paired_lines() -> list[str]:
+    lines = []
+    for name, what, evals in PAIRED:
+        data = load(name)
+        if not data:
+            continue
+        parts = []
+        for metric in ("balanced_accuracy", "macro_auc", "accuracy"):
+            d = data["metrics"][metric]
+            parts.append(f"{metric.replace('_', ' ')} {d['a']:.3f} -> {d['b']:.3f}, "
+                         f"{100 * d['difference']:+.1f} points [{100 * d['ci95'][0]:+.1f}, "
+                         f"{100 * d['ci95'][1]:+.1f}]")
+        lines.append(f"- {what}: " + "; ".join(parts) + f" (`python scripts/compare.py {evals} "
+                     f"--names plain camera --out benchmarks/results/{name}.json`)")
+    return ["", "Paired differences (1000 lesion-bootstrap resamples, same test rows):", *lines] \
+        if lines else []
+
+
+def each_shift_lines() -> list[str]:
+    """Which shift costs the fine-tuned recipe most (shift_drop.py --each)."""
+    data = load("shift_drop_each_recipe_cpu")
+    if not data:
+        return []
+    cells = [f"{key.split('/')[1]} {100 * value['balanced_accuracy']['difference']:+.1f}"
+             for key, value in data.items() if "/" in key and "balanced_accuracy" in value]
+    return ["", "One shift at a time, the plain recipe (image), points of balanced accuracy: "
+            + ", ".join(cells) + " (`shift_drop_each_recipe_cpu.md`)."]
+
+
+def main():
+    lines = ["# HAM10000 recipe ledger: each ingredient, measured on the grouped test split", "",
+             "Generated by `python benchmarks/recipe_table.py` from the result files named in the "
+             "last column (each holds its command). Balanced accuracy and melanoma recall at "
+             "argmax; `rule` = per-class logit offsets fitted on validation for balanced "
+             "accuracy; shift drop = balanced accuracy on the shifted copy (all six shifts of "
+             "scripts/shift_testset.py, seed 0) minus the original, in points, paired interval. "
+             "Minutes: training (or building) on this 2-core CPU.", "",
+             "| what was measured | balanced accuracy | rule | macro AUC | melanoma recall | "
+             "shift drop, points | minutes | source |",
+             "| --- | --- | ---: | --- | --- | --- | ---: | --- |"]
+    for name, key, what in ROWS:
+        data = load(name)
+        if not data or key not in data:
+            continue
+        entry, m = data[key], data[key]["metrics"]
+        mel = entry.get("mel", {})
+        recall = cell(mel["recall"], mel.get("recall_ci95")) if "recall" in mel else ""
+        lines.append(f"| {what} | {cell(m['balanced_accuracy']['value'], m['balanced_accuracy']['ci95'])} "
+                     f"| {rule(name, key, entry)} | {cell(m['macro_auc']['value'], m['macro_auc']['ci95'])} "
+                     f"| {recall} | {shift(name, key, entry)} | {minutes(entry)} | `{name}.md` |")
+    for name in ("recipe_ham10000_cpu", "recipe_ham10000_cpu_camera"):
+        gain = (load(name) or {}).get("metadata_gain")
+        if gain:
+            low, high = gain["ci95"]
+            lines.append(f"\nMetadata gain in `{name}` (image+meta minus image, paired): "
+                         f"{100 * gain['difference']:+.1f} points [{100 * low:+.1f}, "
+                         f"{100 * high:+.1f}].")
+    lines += paired_lines() + each_shift_lines()
+    path = write_result("recipe_ham10000", "\n".join(lines), {"rows": [r[:2] for r in ROWS]})
+    print("\n".join(lines))
+    print("->", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -150,7 +150,7 @@ def main():
     for model in args.models:
         common = {"model": model, "size": args.size, "steps": args.steps,
                   "repeats": args.repeats}
-        for batch in [args.batch, *args.batches]:
+        for batch in dict.fromkeys([args.batch, *args.batches]):  # each batch once
             torch = spawn({**common, "batch": batch, "torch": True}, "")
             rows.append({"model": model, "batch": batch, "attempt": "torch", **torch})
             print(rows[-1], flush=True)
@@ -194,8 +194,8 @@ def report(args, rows) -> list[str]:
             f"{r['compile_s']:.0f} |" if peer and base else
             f"| {r['model']} | {r['batch']} | {r['attempt']} | {what} | {r['step']:.2f} | | | | |")
     lines += ["", "Where the time goes (default attempt, seconds per batch of "
-              f"{args.batch}; backward = forward + backward - forward, update = step - forward + "
-              "backward, which also holds BatchNorm's running statistics and the state write):",
+              f"{args.batch}; backward = forward + backward - forward, update = step - (forward + "
+              "backward), which also holds BatchNorm's running statistics and the state write):",
               "", "| model | forward | backward | update and the rest | step |",
               "| --- | ---: | ---: | ---: | ---: |"]
     for r in rows:

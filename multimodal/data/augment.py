@@ -126,8 +126,11 @@ def squash(image, rng, p=0.5, *, resample=None):
     crop that follows sees it all, stretched. Mixes the `crop` and `squash` geometries in
     training: pipelines elsewhere squash 4:3 camera frames, and a model that has only seen
     true aspect ratios pays for it (benchmarks/results/recipe_ham10000.md)."""
-    if rng.random() >= p:
-        return image
+    return image if rng.random() >= p else squash_square(image, resample)
+
+
+def squash_square(image: np.ndarray, resample=None) -> np.ndarray:
+    """The whole picture resized to a square of its short side (also shift.py's `squash`)."""
     side = min(image.shape[:2])
     return np.asarray(_pil(image).resize((side, side), Image.BILINEAR if resample is None
                                          else resample))
@@ -187,8 +190,12 @@ def white_balance(image, rng, amount=0.1):
     """Per-channel gains from 1 +- `amount`, renormalised to mean 1: a colour cast that keeps
     the brightness (white balance differs between cameras and lamps)."""
     gains = rng.uniform(1 - amount, 1 + amount, size=3)
-    gains = gains / gains.mean()
-    return np.clip(image * gains, 0, 255).round().astype(np.uint8)
+    return apply_gains(image, gains / gains.mean())
+
+
+def apply_gains(image: np.ndarray, gains) -> np.ndarray:
+    """Per-channel gains on a uint8 picture (also shift.py's `white_balance`)."""
+    return np.clip(image * np.asarray(gains), 0, 255).round().astype(np.uint8)
 
 
 @register("jpeg", random=True)
@@ -197,8 +204,13 @@ def jpeg(image, rng, quality=(20, 95), p=0.5):
     artefacts and colour bleeding of compressed uploads)."""
     if rng.random() >= p:
         return image
+    return reencode_jpeg(image, int(rng.integers(quality[0], quality[1] + 1)))
+
+
+def reencode_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """The picture through JPEG at `quality` and back (also shift.py's `jpeg`)."""
     buffer = io.BytesIO()
-    _pil(image).save(buffer, "JPEG", quality=int(rng.integers(quality[0], quality[1] + 1)))
+    _pil(image).save(buffer, "JPEG", quality=quality)
     return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
 
 

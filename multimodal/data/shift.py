@@ -16,11 +16,11 @@ of devices, not one fixed filter.
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from multimodal.data.augment import apply_gains, reencode_jpeg, squash_square
 from multimodal.errors import ConfigError
 
 RANGES = {"contrast": (0.6, 1.5), "saturation": (0.5, 1.6), "white_balance": (0.8, 1.2),
@@ -57,21 +57,17 @@ def shift_image(image: Image.Image, shifts, rng: np.random.Generator) -> tuple[I
             gains = rng.uniform(*RANGES[name], size=3)
             gains = gains / gains.mean()  # a cast, not a brightness change
             drawn[name] = [round(float(g), 4) for g in gains]
-            pixels = np.asarray(image, np.float32) * gains
-            image = Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8))
+            image = Image.fromarray(apply_gains(np.asarray(image), gains))
         elif name == "gamma":
             drawn[name] = _uniform(rng, name)
             pixels = (np.asarray(image, np.float32) / 255.0) ** drawn[name]
             image = Image.fromarray((pixels * 255.0).round().astype(np.uint8))
         elif name == "squash":
-            side = min(image.size)
             drawn[name] = list(image.size)
-            image = image.resize((side, side), Image.BILINEAR)
+            image = Image.fromarray(squash_square(np.asarray(image)))
         elif name == "jpeg":
             drawn[name] = int(round(_uniform(rng, name)))
-            buffer = io.BytesIO()
-            image.save(buffer, "JPEG", quality=drawn[name])
-            image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+            image = Image.fromarray(reencode_jpeg(np.asarray(image), drawn[name]))
     return image, drawn
 
 

@@ -18,21 +18,22 @@ SYSTEMS = ("xception", "fitzpatrick", "resnet18", "resnet50", "chestxray", "adas
 CFG = os.path.join(ROOT, "configs", "baselines")
 SAMPLE_ROOT = "data.options.root=${MULTIMODAL_SAMPLE}"
 
-# What `--budget cpu` changes, per system (2 CPU cores; each row states it). Training images/s
-# measured on 2 shared cores: Xception 64 px 4.5, ResNet-50 64 px 6.9, ResNet-18 64 px 8.1,
-# VGG-16 32 px 7.6, small CNN 96 px 30; by those the CPU budget takes about 6 hours on 2 idle
-# cores (8-9 on shared ones). Per system (shared cores): xception 80 min, fitzpatrick 75,
-# resnet18 100, resnet50 80, chestxray 30, adasyn 25, vgg16_frozen 60, design 45.
+# What `--budget cpu` changes, per system (2 CPU cores; each row states it). Training step alone
+# (jitted, synthetic batch, idle cores), images/s: ResNet-18 32 px 123 (64 px 24), ResNet-50
+# 32 px 52 (64 px 20), Xception 48 px 53 (64 px 34), VGG-16 frozen 32 px 55, small CNN 32 px
+# 800; the input pipeline shares the 2 cores. Wall minutes measured on 2 idle cores (2026-11-30,
+# baselines.json): adasyn 8, vgg16_frozen 14, resnet18 10, resnet50 8, design 11, xception 10,
+# fitzpatrick 49 (10 search trials + 4 encoders + image+meta), chestxray 23: about 2.2 hours.
 CPU = {
-    "xception": ["data.image_size=64", "train.epochs=3", "train.freeze_encoder_epochs=1"],
-    "fitzpatrick": ["data.image_size=64", "train.epochs=10"],
+    "xception": ["data.image_size=48", "train.epochs=3", "train.freeze_encoder_epochs=1"],
+    "fitzpatrick": ["data.image_size=64", "train.epochs=6"],
     "fitzpatrick_encoders": ["train.epochs=2"],  # VGG at 48 px, ResNet 64, Inception 80
-    "resnet18": ["data.image_size=64", "train.epochs=3"],
-    "resnet50": ["data.image_size=64", "train.epochs=2"],
+    "resnet18": ["data.image_size=32", "train.epochs=3"],
+    "resnet50": ["data.image_size=32", "train.epochs=1"],
     "chestxray": ["data.image_size=64", "train.epochs=10", "train.freeze_encoder_epochs=2"],
-    "adasyn": ["train.epochs=6"],
+    "adasyn": ["train.epochs=3"],
     "vgg16_frozen": ["train.epochs=2"],
-    "design": ["data.image_size=64", "train.epochs=5"],
+    "design": ["data.image_size=64", "train.epochs=3"],
 }
 FITZ_ENCODERS = {"gpu": [("vgg16", 224), ("vgg19", 224), ("resnet50v2", 224),
                          ("inception_v3", 299)],
@@ -190,6 +191,23 @@ def number_cell(value, metric="accuracy") -> str:
     if value is None:
         return "-"
     return f"{value:.3f}"
+
+
+def summary_table(rows: dict) -> list[str]:
+    """The short table the README shows: claim, ours on both protocols, balanced accuracy,
+    AUC, wall time and what ran (model, resolution, epochs)."""
+    lines = ["| system | report claim | ours, report protocol | ours, grouped | balanced acc. | "
+             "macro AUC | wall time | ran |", "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for key in sorted(rows, key=lambda k: ORDER.index(k) if k in ORDER else 99):
+        r = rows[key]
+        grouped = number_cell(r["grouped"])
+        if r.get("grouped_weighted_f1") is not None:
+            grouped = f"acc {grouped}, wF1 {r['grouped_weighted_f1']:.3f}"
+        minutes = f"{r['seconds'] / 60:.0f} min" if r["seconds"] else "-"
+        lines.append(f"| {r['system']} | {r['claim']} | {r['report_protocol']} | {grouped} | "
+                     f"{number_cell(r['balanced_accuracy'])} | {number_cell(r['macro_auc'])} | "
+                     f"{minutes} | {r['what'].split('; budget')[0]} |")
+    return lines
 
 
 def markdown(rows: dict, tiny: bool) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -36,6 +37,17 @@ def timed(workdir: str, done: str, fn) -> float:
     return seconds
 
 
+def feature_bench_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark over a frozen-feature cache takes."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/ham10000_lite0.yaml")
+    parser.add_argument("--features", required=True, help="feature cache directory")
+    parser.add_argument("--root", required=True, help="the cache root (split.csv)")
+    parser.add_argument("--set", action="append", default=[])
+    return parser
+
+
 def train_and_evaluate(config: str, modality: str, workdir: str, sets: list[str]) -> float:
     """scripts/train.py then scripts/evaluate.py on the test split; returns the training wall
     minutes (data preparation included). A finished run in workdir is reused, with the minutes
@@ -46,8 +58,11 @@ def train_and_evaluate(config: str, modality: str, workdir: str, sets: list[str]
 
     finished = os.path.exists(os.path.join(workdir, "summary.json"))
     if finished:
-        changed = config_differences(load_run_config(workdir), load_config(config, sets,
-                                                                            modality=modality))
+        asked = load_config(config, sets, modality=modality)
+        if asked.model.features and asked.uses_image:  # stored as the feature cache set it
+            from multimodal.training.features import FeatureCache
+            asked = FeatureCache.open(asked.model.features).configure(asked)
+        changed = config_differences(load_run_config(workdir), asked)
         if changed:
             sys.exit(f"error: {workdir} was trained with other settings ({changed[0]}); "
                      "use another --out or delete it")

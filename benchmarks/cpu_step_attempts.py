@@ -42,15 +42,19 @@ ATTEMPTS = {
     "depthwise_autodiff": ("", {"encoder_options": {"depthwise_impl": "shift_autodiff"}},
                            "depthwise backward by JAX autodiff (before the hand-written one; "
                            "Lite0 only)"),
+    "pointwise_conv": ("", {"pointwise_as_matmul": False},
+                       "1x1 convolutions through XLA's convolution (before they became matmuls)"),
 }
 
 
 def measure(model: str, size: int, batch: int, steps: int, repeats: int, dtype: str = "float32",
             donate: bool = False, parts: bool = False, torch: bool = False,
-            encoder_options: dict | None = None) -> dict:
+            encoder_options: dict | None = None, pointwise_as_matmul: bool = True) -> dict:
     """In this process: images/s of the JAX step (and its parts), or of the torch step."""
     import throughput_parts as tp
+    from multimodal.models import layers
 
+    layers.POINTWISE_AS_MATMUL = pointwise_as_matmul
     if torch:
         step, _ = tp.torch_step(model, batch, size, "cpu")
         return {"torch": tp.rate(step, batch, steps, repeats)[0]}

@@ -17,23 +17,17 @@ scripts/evaluate.py; stacking calibrates on its held-out out-of-fold rows.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import evaluation_row, run_script, publish  # noqa: E402
+from common import evaluation_row, feature_bench_parser, run_script, publish  # noqa: E402
 from feature_peers import logistic_regression  # noqa: E402
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/ham10000_lite0.yaml")
-    parser.add_argument("--features", required=True, help="feature cache directory")
-    parser.add_argument("--root", required=True, help="the cache root (split.csv)")
-    parser.add_argument("--set", action="append", default=[])
+    parser = feature_bench_parser(__doc__)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--stack-set", action="append", default=[],
                         help="overrides for the stacking members only (e.g. fewer epochs)")

@@ -1,7 +1,7 @@
 """Every course report's system rebuilt with this toolkit, measured beside what the report
 claimed: benchmarks/results/baselines.md (+ .json).
 
-    python benchmarks/run_baselines.py --data-root ../shared/data --budget cpu   # 2 cores: ~6 h
+    python benchmarks/run_baselines.py --data-root ../shared/data --budget cpu   # 2 cores: ~2.2 h
     python benchmarks/run_baselines.py --data-root ../shared/data --budget gpu   # full recipes
     python benchmarks/run_baselines.py --budget cpu --only resnet18 resnet50     # some systems
     python benchmarks/run_baselines.py --tiny                                    # seconds: tests

@@ -57,6 +57,7 @@ class DataConfig:
     # bin edges of numeric stratify columns, e.g. {fitzpatrick: [0, 2, 4, 6]}: I-II/III-IV/V-VI
     stratify_bins: dict | None = None
     metadata: list | None = None  # feature columns; None = all the source declares
+    metadata_encoding: dict | None = None  # column -> kind, e.g. {age: binned} (quantile bins)
     image_size: int = 64
     # picture -> image_size square, everywhere (multimodal/data/geometry.py): crop (short side,
     # random/centre square) | squash (whole picture stretched) | pad (letterbox, black bars)
@@ -271,6 +272,11 @@ def config_from_dict(tree: dict) -> Config:
     """A checked `Config` from a mapping (a parsed YAML file), `${VAR}` paths expanded."""
     cfg = _build(Config, expand(tree))
     _check_task(cfg)
+    for column, kind in (cfg.data.metadata_encoding or {}).items():
+        if kind != "binned":
+            raise ConfigError(f"data.metadata_encoding: {column}: unknown encoding {kind!r}; "
+                              "known: binned",
+                              f"--set \"data.metadata_encoding={{{column}: binned}}\"")
     if cfg.data.val + cfg.data.test >= 0.95:
         raise ConfigError(f"data.val ({cfg.data.val}) + data.test ({cfg.data.test}) leave no "
                           "training data (their sum must be below 0.95)")

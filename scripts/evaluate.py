@@ -6,11 +6,18 @@ A segmentation run (its config's `task`) gets Dice/IoU, overlays and its own rep
     python scripts/evaluate.py --checkpoint runs/ham --data configs/isic2018_test.yaml --tta
     python scripts/evaluate.py --checkpoint runs/stack --data configs/isic2018_test.yaml \
         --set data.options.root=/data/isic2018     # ensembles too (stacking, late fusion)
+    python scripts/evaluate.py --checkpoint runs/ham --shifted     # as another camera sees it
 
 --data scores every row of another dataset; temperature scaling and the operating point
 are still fitted on the model's own validation rows (an ensemble's: see its manifest).
 --split val reports on the rows those are fitted on: the report and metrics.json say so
 ("calibration_on_same_rows": true).
+--shifted writes (once; reused after) a shifted copy of the run's test rows into
+<checkpoint>/shifted/<shifts>-seed<N> (scripts/shift_testset.py: contrast, saturation,
+white balance, gamma, 4:3 squashed to square, JPEG; each drawn per image) and evaluates on
+it into <checkpoint>/eval_shifted_<shifts>-seed<N> (`all` for every shift; one folder per
+choice, so one never overwrites another); `scripts/compare.py <checkpoint>/eval
+<checkpoint>/eval_shifted_all-seed0` gives the paired drop.
 
 Writes metrics.json, predictions.csv, confusion/ROC/reliability PNGs, saliency
 overlays of the most confident errors, report.md and a self-contained report.html.
@@ -44,6 +51,11 @@ def main(argv=None) -> int:
     parser.add_argument("--target-sensitivity", type=float, default=0.9,
                         help="sensitivity the operating threshold aims for on validation")
     parser.add_argument("--saliency", type=int, default=6, help="errors to explain (0: none)")
+    parser.add_argument("--shifted", nargs="?", const="all", metavar="SHIFTS",
+                        help="evaluate on a shifted copy of the run's test rows: all shifts, "
+                             "or a comma-separated subset (see scripts/shift_testset.py)")
+    parser.add_argument("--shift-seed", type=int, default=None,
+                        help="draws of the per-image shifts (with --shifted)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of the --data config, e.g. "
                              "data.options.root=/path/to/isic2018 (repeatable)")
@@ -51,6 +63,12 @@ def main(argv=None) -> int:
     if args.set and not args.data:
         raise ConfigError("--set overrides the --data config; there is none",
                           "add --data configs/isic2018_test.yaml (or drop --set)")
+    if args.shifted and (args.data or args.split != "test"):
+        raise ConfigError("--shifted evaluates a shifted copy of the run's own test rows; it "
+                          "takes no --data or --split", "drop --data/--split, or --shifted")
+    if args.shift_seed is not None and not args.shifted:
+        raise ConfigError("--shift-seed draws the shifts of --shifted; there is no --shifted",
+                          "add --shifted (all shifts) or drop --shift-seed")
     if not os.path.isdir(args.checkpoint):
         raise RunError(f"no run directory {args.checkpoint}",
                        "pass a folder written by scripts/train.py --workdir or an ensemble script")
@@ -59,6 +77,10 @@ def main(argv=None) -> int:
     from multimodal.evaluation.evaluate import evaluate_run
 
     out = args.out or os.path.join(args.checkpoint, "eval")
+    if args.shifted:
+        seed = args.shift_seed or 0
+        args.data, tag = shifted_copy(args.checkpoint, args.shifted, seed)
+        out = args.out or os.path.join(args.checkpoint, f"eval_shifted_{tag}-seed{seed}")
     result = evaluate_run(args.checkpoint, out, args.data, args.split, args.tta,
                           args.bootstrap, args.operating_class, args.target_sensitivity,
                           args.saliency, data_overrides=args.set)
@@ -80,6 +102,18 @@ def main(argv=None) -> int:
           + f", macro AUC {m['macro_auc']['value']:.3f}, accuracy {m['accuracy']['value']:.3f}")
     print(f"report: {os.path.join(out, 'report.html')}")
     return 0
+
+
+def shifted_copy(run_dir: str, names: str, seed: int) -> tuple[str, str]:
+    """The dataset.yaml of the run's shifted test copy, written on first use, and a short
+    name for the shifts ('all', or their names joined by '+')."""
+    from multimodal.data.shift import SHIFTS, parse_shifts, shifted_copy_of_run
+
+    shifts = parse_shifts(",".join(SHIFTS) if names == "all" else names)
+    folder = os.path.join(run_dir, "shifted", f"{'+'.join(shifts)}-seed{seed}")
+    path, rows, reused = shifted_copy_of_run(run_dir, folder, shifts, seed, reuse=True)
+    print(f"shifted copy of {rows} test images: {folder}" + (" (made before)" if reused else ""))
+    return path, "all" if shifts == parse_shifts(",".join(SHIFTS)) else "+".join(shifts)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python scripts/shift_testset.py --run runs/ham --out runs/ham_shifted
     python scripts/evaluate.py --checkpoint runs/ham --data runs/ham_shifted/dataset.yaml
+    python scripts/evaluate.py --checkpoint runs/ham --shifted       # both in one command
 
 Shifts (--shifts, comma-separated; default all), each drawn per image from a fixed range
 with --seed (multimodal/data/shift.py documents the ranges):
@@ -18,7 +19,6 @@ import argparse
 import os
 import sys
 
-from multimodal.config import load_run_config
 from multimodal.errors import ConfigError, cli
 
 
@@ -37,24 +37,14 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    from multimodal.data.inputs import split_table
-    from multimodal.data.shift import parse_shifts, write_shifted_copy
+    from multimodal.data.shift import parse_shifts, shifted_copy_of_run
 
     shifts = parse_shifts(args.shifts)  # refuse a bad name before any work
     if os.path.exists(os.path.join(args.out, "dataset.yaml")):
         raise ConfigError(f"{args.out} already holds a shifted copy", "choose another --out")
-    cfg = load_run_config(args.run)
-    split_path = os.path.join(args.run, "split.csv")
-    if not os.path.exists(split_path):
-        raise ConfigError(f"{args.run} has no split.csv: not a run directory from train.py")
-    table, split, column, _ = split_table(cfg, split_path, save=False)  # the run's, unchanged
-    rows = split[split[column].astype(str) == args.split]["image_id"]
-    if rows.empty:
-        raise ConfigError(f"{split_path} has no {args.split!r} rows; its values: "
-                          f"{sorted(split[column].astype(str).unique())}")
-    path = write_shifted_copy(table, rows, args.out, shifts, args.seed,
-                              progress=not args.no_progress)
-    print(f"{len(rows)} shifted images ({','.join(shifts)}) -> {args.out}\n"
+    path, rows, _ = shifted_copy_of_run(args.run, args.out, shifts, args.seed, args.split,
+                                        progress=not args.no_progress)
+    print(f"{rows} shifted images ({','.join(shifts)}) -> {args.out}\n"
           f"evaluate: python scripts/evaluate.py --checkpoint {args.run} --data {path}")
     return 0
 

@@ -9,7 +9,7 @@ from flax import nnx
 
 from conftest import assert_fits_a_tiny_batch, tiny_batch_optimizer
 from multimodal.models import ENCODERS, Classifier, create_encoder
-from multimodal.models.layers import DepthwiseConv
+from multimodal.models.layers import Conv, DepthwiseConv
 
 # name -> (small options for fast tests, input size)
 FAMILIES = {
@@ -104,6 +104,32 @@ def test_depthwise_gradients_match_the_grouped_convolutions(stride, kernel, size
         # float error ~1e-5 (sums of ~100 products); a wrong offset or flip is off by ~1
         np.testing.assert_allclose(got[0], want[0], atol=1e-3)
         np.testing.assert_allclose(got[1], want[1], atol=1e-3)
+
+
+@pytest.mark.parametrize("stride,padding,size", [(1, "SAME", 6), (2, "SAME", 7), (2, 0, 8),
+                                                 (1, ((0, 0), (0, 0)), 5)])
+def test_pointwise_matmul_matches_xla_convolution(stride, padding, size):
+    """1x1 convolutions run as a strided slice and a matmul (layers.conv_or_matmul): the same
+    values and gradients as XLA's convolution, with stride and odd sizes."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, size, size + 1, 5)), jnp.float32)
+    layer = Conv(5, 4, (1, 1), (stride, stride), padding=padding, use_bias=True,
+                 rngs=nnx.Rngs(0))
+    reference = nnx.Conv(5, 4, (1, 1), (stride, stride), padding=padding, use_bias=True,
+                         rngs=nnx.Rngs(0))
+    reference.kernel[...] = layer.kernel[...]
+    reference.bias[...] = jnp.asarray(rng.normal(size=4), jnp.float32)
+    layer.bias[...] = reference.bias[...]
+    g = jnp.asarray(rng.normal(size=reference(x).shape), jnp.float32)
+
+    def grads(layer):
+        d_layer, dx = nnx.grad(lambda layer, x: (layer(x) * g).sum(), argnums=(0, 1))(layer, x)
+        return d_layer.kernel[...], d_layer.bias[...], dx
+
+    np.testing.assert_allclose(layer(x), reference(x), atol=1e-4)
+    for got, want in zip(grads(layer), grads(reference)):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    assert np.abs(np.asarray(grads(reference)[0])).max() > 0.1  # not a match of zeros
 
 
 def test_batchnorm_folding_keeps_the_lite_forward():

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from multimodal.data.metadata import MetadataEncoder
-from multimodal.errors import DataError
+from multimodal.config import load_config
+from multimodal.errors import ConfigError, DataError
 
 COLUMNS = {"age": "numeric", "sex": "categorical", "fitzpatrick": "ordinal"}
 
@@ -64,3 +65,45 @@ def test_errors():
         MetadataEncoder({"weight": "numeric"}).fit(_frame())
     with pytest.raises(ValueError, match="not a metadata encoder"):
         MetadataEncoder.from_dict({"format": "x"})
+
+
+def test_binned_age_is_one_hot_over_training_quantiles_with_a_missing_bucket():
+    train = pd.DataFrame({"age": [float(a) for a in range(5, 90, 5)] + [np.nan]})
+    enc = MetadataEncoder({"age": "binned"}).fit(train)
+    edges = enc.stats["age"]["edges"]
+    assert len(edges) == 7 and len(set(edges)) == 7 and 5 < edges[0] < edges[-1] < 85
+    assert enc.dim == len(edges) + 2 and enc.feature_names[-1] == "age_missing"
+    assert all(n.replace("_", "").isalnum() for n in enc.feature_names)  # XGBoost-safe names
+    x = enc.transform(pd.DataFrame({"age": [0.0, 45.0, 200.0, np.nan, "unknown", "inf"]}))
+    assert np.array_equal(x.sum(1), np.ones(6))  # exactly one bucket each
+    assert x[0, 0] == 1 and x[2, len(edges)] == 1  # below / above every edge
+    assert x[3, -1] == 1 and x[4, -1] == 1 and x[5, -1] == 1  # missing, "inf" too
+    # ages in order fall in buckets in order
+    ages = np.linspace(0, 100, 50)
+    buckets = enc.transform(pd.DataFrame({"age": ages})).argmax(1)
+    assert np.all(np.diff(buckets) >= 0)
+    again = MetadataEncoder.from_dict(enc.to_dict())
+    assert np.array_equal(again.transform(pd.DataFrame({"age": ages})),
+                          enc.transform(pd.DataFrame({"age": ages})))
+
+
+def test_binned_ties_merge_and_only_numbers_can_be_binned():
+    enc = MetadataEncoder({"age": "binned"}).fit(pd.DataFrame({"age": [50.0] * 10}))
+    assert enc.stats["age"]["edges"] == [50.0]
+    declared = {"age": "numeric", "sex": "categorical"}
+    assert MetadataEncoder.kinds(declared, {"age": "binned"}) == {"age": "binned",
+                                                                  "sex": "categorical"}
+    assert MetadataEncoder.kinds(declared, None) == declared
+    with pytest.raises(ConfigError, match="only numeric or ordinal"):
+        MetadataEncoder.kinds(declared, {"sex": "binned"})
+    with pytest.raises(ConfigError, match="not a metadata column"):
+        MetadataEncoder.kinds(declared, {"weight": "binned"})
+    infinite = MetadataEncoder({"age": "binned"}).fit(pd.DataFrame({"age": [1.0, 2.0] + [np.inf] * 6}))
+    assert all(np.isfinite(infinite.stats["age"]["edges"]))
+
+
+def test_metadata_encoding_is_checked_when_the_config_loads():
+    cfg = load_config(None, ["data.metadata_encoding={age: binned}"])
+    assert cfg.data.metadata_encoding == {"age": "binned"}
+    with pytest.raises(ConfigError, match="unknown encoding 'bined'"):
+        load_config(None, ["data.metadata_encoding={age: bined}"])

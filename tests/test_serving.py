@@ -347,3 +347,17 @@ def test_cli_refusals_are_one_line(run_dir, exported, tmp_path):
             "already exists", "--overwrite")
     refused(run_script("serve.py", "--checkpoint", str(tmp_path / "nothing"), check=False),
             "no model directory")
+
+
+def test_stacking_explanations_credit_every_encoded_column_to_its_field():
+    """Numeric, missing-indicator, one-hot and binned (age_bin3) columns all belong to their
+    field; image probabilities to the image; anything else is lesion context."""
+    from multimodal.serving.explain import _field
+
+    fields = ["age", "localization"]
+    got = {c: _field(c, fields) for c in ["p_mel", "meta:age", "meta:age_missing",
+                                          "meta:age_bin3", "meta:localization=back",
+                                          "meta:age_binned", "lesion_images"]}
+    assert got == {"p_mel": "image", "meta:age": "age", "meta:age_missing": "age",
+                   "meta:age_bin3": "age", "meta:localization=back": "localization",
+                   "meta:age_binned": "lesion context", "lesion_images": "lesion context"}

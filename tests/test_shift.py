@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from PIL import Image
 
 from multimodal.data.shift import SHIFTS, parse_shifts, shift_image
 from multimodal.errors import ConfigError
-from scripts_helper import run_script
+from scripts_helper import refused, run_script
 
 
 def picture(seed=0, size=(40, 30)):
@@ -82,3 +83,36 @@ def test_shifted_copy_of_a_runs_test_split_is_evaluated_in_one_command(smoke_run
     drop = json.loads((tmp_path / "drop.json").read_text())
     assert drop["rows"] == len(test_ids) and drop["rows_only_in_a"] == 0
     assert "| balanced_accuracy |" in out.stdout
+
+
+def test_evaluate_shifted_writes_the_copy_once_and_scores_the_runs_test_rows(smoke_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)  # the copy is written inside the run folder
+    first = run_script("evaluate.py", "--checkpoint", str(run), "--shifted", "jpeg,squash",
+                       "--bootstrap", "20", "--saliency", "0")
+    folder = run / "shifted" / "squash+jpeg-seed0"
+    assert (folder / "dataset.yaml").exists() and "(made before)" not in first.stdout
+    predictions = pd.read_csv(run / "eval_shifted_squash+jpeg-seed0" / "predictions.csv")
+    split = pd.read_csv(run / "split.csv")
+    assert set(predictions["image_id"]) == set(split.loc[split["split"] == "test", "image_id"])
+    written = os.path.getmtime(folder / "labels.csv")
+    second = run_script("evaluate.py", "--checkpoint", str(run), "--shifted", "jpeg,squash",
+                        "--bootstrap", "20", "--saliency", "0", "--out", str(tmp_path / "again"))
+    assert "(made before)" in second.stdout and os.path.getmtime(folder / "labels.csv") == written
+    again = pd.read_csv(tmp_path / "again" / "predictions.csv")
+    assert np.allclose(again.select_dtypes("number").to_numpy(),
+                       predictions.select_dtypes("number").to_numpy())
+    # a moved run's copy points at the old folder: written again, not reused
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    third = run_script("evaluate.py", "--checkpoint", str(moved), "--shifted", "jpeg,squash",
+                       "--bootstrap", "20", "--saliency", "0")
+    assert "(made before)" not in third.stdout
+    refused(run_script("evaluate.py", "--checkpoint", str(run), "--shifted", "--data",
+                       str(folder / "dataset.yaml"), check=False), "--shifted")
+    refused(run_script("evaluate.py", "--checkpoint", str(run), "--shifted", "blur",
+                       check=False), "unknown shift")
+    refused(run_script("evaluate.py", "--checkpoint", str(run), "--shifted", "--shift-seed", "-1",
+                       check=False), "seed")
+    refused(run_script("evaluate.py", "--checkpoint", str(run), "--shift-seed", "1",
+                       check=False), "--shifted")

@@ -81,7 +81,8 @@ def build_inputs(cfg: Config, workdir: str, meta_encoder=None, normalizer=None) 
     sources = {name: prepare.open_split(prepared_dir, name) for name in manifest["splits"]}
     frames = {name: prepare.split_frame(src, manifest) for name, src in sources.items()}
     if meta_encoder is None:
-        meta_encoder = MetadataEncoder(manifest["metadata"]).fit(frames["train"])
+        meta_encoder = MetadataEncoder(MetadataEncoder.kinds(
+            manifest["metadata"], cfg.data.metadata_encoding)).fit(frames["train"])
     if cfg.data.resample and "train" in sources:  # after fitting: synthetic rows have no metadata
         sources["train"] = oversampled_source(sources["train"], manifest["metadata"],
                                               cfg.data.image_size, cfg.data.resample,

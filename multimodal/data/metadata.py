@@ -6,6 +6,9 @@
   training.
 - ordinal (e.g. Fitzpatrick I-VI): scaled to [0, 1] by the training range;
   missing -> 0 plus an indicator.
+- binned (a numeric column, chosen with `data.metadata_encoding`, e.g. {age: binned}):
+  one-hot over bins cut at training quantiles (up to BINS, ties merged), plus a missing
+  bucket; lets a linear layer give each age band its own weight.
 
 Fit on training rows only; save next to the model and load the same file at
 evaluation and prediction time.
@@ -18,9 +21,11 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
-from multimodal.errors import DataError
+from multimodal.errors import ConfigError, DataError
 
 UNKNOWN = "unknown"
+KINDS = ("numeric", "categorical", "ordinal", "binned")
+BINS = 8  # quantile bins of a binned column
 _MISSING_TEXT = {"", "unknown", "nan", "none"}
 
 
@@ -33,10 +38,9 @@ def is_missing(value) -> bool:
 
 class MetadataEncoder:
     def __init__(self, columns: Mapping[str, str]):
-        kinds = {"numeric", "categorical", "ordinal"}
         for name, kind in columns.items():
-            if kind not in kinds:
-                raise ValueError(f"metadata column {name!r}: kind {kind!r} not in {kinds}")
+            if kind not in KINDS:
+                raise ValueError(f"metadata column {name!r}: kind {kind!r} not in {KINDS}")
         self.columns = dict(columns)
         self.stats: dict[str, dict] | None = None
 
@@ -52,8 +56,11 @@ class MetadataEncoder:
                 stats[name] = {"categories": seen}
             else:
                 values = pd.to_numeric(col, errors="coerce").to_numpy(float)
-                ok = values[~np.isnan(values)]
-                if kind == "numeric":
+                ok = values[np.isfinite(values)]  # "inf" in a CSV counts as missing
+                if kind == "binned":
+                    inner = np.quantile(ok, np.linspace(0, 1, BINS + 1)[1:-1]) if ok.size else []
+                    stats[name] = {"edges": sorted({float(e) for e in inner})}
+                elif kind == "numeric":
                     mean = float(ok.mean()) if ok.size else 0.0
                     std = float(ok.std()) if ok.size > 1 else 1.0
                     stats[name] = {"mean": mean, "std": std if std > 0 else 1.0}
@@ -77,6 +84,10 @@ class MetadataEncoder:
             if kind == "categorical":
                 names += [f"{name}={c}" for c in self.stats[name]["categories"]]
                 names.append(f"{name}={UNKNOWN}")
+            elif kind == "binned":  # bin k: edges[k-1] <= value < edges[k] (stats hold them)
+                # plain names: XGBoost stacking refuses feature names with [, ] or <
+                names += [f"{name}_bin{k}" for k in range(len(self.stats[name]["edges"]) + 1)]
+                names.append(f"{name}_missing")
             else:
                 names += [name, f"{name}_missing"]
         return names
@@ -102,6 +113,14 @@ class MetadataEncoder:
                     for v in col
                 ]
                 block[np.arange(n), idx] = 1.0
+            elif kind == "binned":
+                values = pd.to_numeric(col, errors="coerce").to_numpy(float)
+                edges = st["edges"]
+                finite = np.isfinite(values)
+                idx = np.where(finite, np.searchsorted(edges, np.where(finite, values, 0.0),
+                                                       side="right"), len(edges) + 1)
+                block = np.zeros((n, len(edges) + 2), np.float32)
+                block[np.arange(n), idx] = 1.0
             else:
                 values = pd.to_numeric(col, errors="coerce").to_numpy(float)
                 missing = np.isnan(values)
@@ -112,6 +131,21 @@ class MetadataEncoder:
                 block = np.stack([np.where(missing, 0.0, scaled), missing], 1).astype(np.float32)
             blocks.append(block)
         return np.concatenate(blocks, 1) if blocks else np.zeros((n, 0), np.float32)
+
+    @staticmethod
+    def kinds(declared: Mapping[str, str], encoding: Mapping[str, str] | None) -> dict:
+        """The source's column kinds with `data.metadata_encoding` applied (numeric and
+        ordinal columns may be binned)."""
+        kinds = dict(declared)
+        for name, kind in (encoding or {}).items():
+            if name not in kinds:
+                raise ConfigError(f"data.metadata_encoding: {name!r} is not a metadata column "
+                                  f"of this run; its columns: {sorted(kinds)}")
+            if kinds[name] not in ("numeric", "ordinal"):
+                raise ConfigError(f"data.metadata_encoding: {name!r} is {kinds[name]}; only "
+                                  "numeric or ordinal columns can be binned")
+            kinds[name] = kind
+        return kinds
 
     # -- persistence -------------------------------------------------------------
     def to_dict(self) -> dict:

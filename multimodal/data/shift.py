@@ -108,8 +108,49 @@ def write_shifted_copy(table, image_ids, out: str, shifts, seed: int = 0,
                   "metadata": {k: str(v) for k, v in table.metadata.items()},
                   "classes": list(table.classes), "name": f"{table.name}_shifted"}}}
     path = os.path.join(out, "dataset.yaml")
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:  # renamed when complete: a reader never sees half
         f.write("# A shifted copy written by scripts/shift_testset.py (multimodal/data/shift.py):\n"
                 f"# {len(rows)} rows of {table.name}, shifts {','.join(shifts)}, seed {seed}\n")
         yaml.safe_dump(config, f, sort_keys=False)
+    os.replace(path + ".tmp", path)
     return path
+
+
+def shifted_copy_of_run(run_dir: str, out: str, shifts, seed: int = 0, split: str = "test",
+                        progress: bool = True, reuse: bool = False) -> tuple[str, int, bool]:
+    """Write the shifted copy of a run's `split` rows (read from its split.csv, so never any
+    other rows) into `out`. Returns the path of its dataset.yaml, the number of rows and
+    whether an existing copy was reused (`reuse`: only one of exactly these rows, made in
+    `out` itself; any other is written again)."""
+    import os
+
+    import pandas as pd
+    import yaml
+
+    from multimodal.config import load_run_config
+    from multimodal.data.inputs import split_table
+
+    if seed < 0:
+        raise ConfigError(f"shift seed {seed}: must be 0 or more")
+    split_path = os.path.join(run_dir, "split.csv")
+    if not os.path.exists(split_path):
+        raise ConfigError(f"{run_dir} has no split.csv: not a run directory from train.py",
+                          "an ensemble: shift the test split of one of its member runs")
+    cfg = load_run_config(run_dir)
+    if cfg.task != "classification":
+        raise ConfigError(f"{run_dir} is a {cfg.task} run: shifted copies carry no masks, so "
+                          "only classification runs are evaluated on them")
+    table, frame, column, _ = split_table(cfg, split_path, save=False)
+    rows = frame[frame[column].astype(str) == split]["image_id"]
+    if rows.empty:
+        raise ConfigError(f"{split_path} has no {split!r} rows; its values: "
+                          f"{sorted(frame[column].astype(str).unique())}")
+    path = os.path.join(out, "dataset.yaml")
+    labels = os.path.abspath(os.path.join(out, "labels.csv"))
+    if reuse and os.path.exists(path) and os.path.exists(labels):
+        with open(path) as f:
+            written_for = yaml.safe_load(f)["data"]["options"]["csv"]
+        ids = pd.read_csv(labels, usecols=["image_id"], dtype=str)["image_id"]
+        if written_for == labels and sorted(ids) == sorted(rows.astype(str)):
+            return path, len(rows), True
+    return write_shifted_copy(table, rows, out, shifts, seed, progress=progress), len(rows), False

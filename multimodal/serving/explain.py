@@ -23,8 +23,9 @@ def _field(column: str, fields) -> str:
     if column.startswith("meta:"):
         feature = column[5:]
         for name in fields:
-            if feature in (name, f"{name}_missing") or feature.startswith(f"{name}="):
-                return name
+            if (feature in (name, f"{name}_missing") or feature.startswith(f"{name}=")
+                    or (feature.startswith(f"{name}_bin") and feature[len(name) + 4:].isdigit())):
+                return name  # numeric, categorical one-hot, or binned one-hot column
     return "lesion context"
 
 

@@ -38,9 +38,9 @@ def vocabulary(*encoders: MetadataEncoder) -> dict:
                 seen = entry.setdefault("categories", [])
                 entry["categories"] = seen + [c for c in stats["categories"] if c not in seen]
             elif kind == "ordinal":
-                lo, hi = entry.get("range", (stats["min"], stats["max"]))
+                lo, hi = entry.get("range") or (stats["min"], stats["max"])
                 entry["range"] = [min(lo, stats["min"]), max(hi, stats["max"])]
-            else:
+            elif "range" not in entry:  # numeric, binned: any number (age: a plausible one)
                 entry["range"] = list(AGE_RANGE) if name == "age" else None
     return out
 

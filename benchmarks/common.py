@@ -110,6 +110,12 @@ def cell(value: float, ci) -> str:
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
 
 
+def points(paired: dict) -> str:
+    """A paired difference (scripts/compare.py: difference, ci95) in points with its interval."""
+    low, high = paired["ci95"]
+    return f"{100 * paired['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
 def evaluation_row(label: str, metrics_json: str, minutes: float) -> tuple[str, dict]:
     """One table row (balanced accuracy, macro AUC, accuracy, melanoma recall, minutes) from
     an evaluate.py metrics.json, and the data behind it."""

@@ -21,7 +21,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, cell, feature_bench_parser, publish, run_script, train_and_evaluate
+from common import (ROOT, cell, feature_bench_parser, points, publish, run_script,
+                    train_and_evaluate)
 
 VARIANTS = {  # label: (modality, overrides)
     "image only (the reference)": ("image", []),
@@ -38,12 +39,9 @@ VARIANTS = {  # label: (modality, overrides)
 }
 
 
-def points(gain: dict, metric: str) -> str:
-    """A paired difference in points with its interval ('' for the reference row)."""
-    if metric not in gain:
-        return ""
-    g = gain[metric]
-    return f"{100 * g['difference']:+.1f} [{100 * g['ci95'][0]:+.1f}, {100 * g['ci95'][1]:+.1f}]"
+def gain_cell(gain: dict, metric: str) -> str:
+    """A metric's paired gain in points ('' for the reference row, which has none)."""
+    return points(gain[metric]) if metric in gain else ""
 
 
 def main():
@@ -81,8 +79,8 @@ def main():
                    {"recall": float("nan")})
         rows.append(f"| {label} | {' '.join(sets) or '-'} | {val:.3f} | "
                     f"{cell(m['balanced_accuracy']['value'], m['balanced_accuracy']['ci95'])} | "
-                    f"{points(gain, 'balanced_accuracy')} | {m['macro_auc']['value']:.3f} | "
-                    f"{points(gain, 'macro_auc')} | {mel['recall']:.3f} | {minutes:.1f} |")
+                    f"{gain_cell(gain, 'balanced_accuracy')} | {m['macro_auc']['value']:.3f} | "
+                    f"{gain_cell(gain, 'macro_auc')} | {mel['recall']:.3f} | {minutes:.1f} |")
         data[label] = {"workdir": workdir, "overrides": sets, "metrics": m, "gain": gain,
                        "validation_balanced_accuracy": val,
                        "melanoma_recall": mel["recall"], "minutes": minutes}

@@ -20,7 +20,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import cell, publish, run_script, train_and_evaluate  # noqa: E402
+from common import cell, points, publish, run_script, train_and_evaluate  # noqa: E402
 
 
 def load(path):
@@ -60,14 +60,12 @@ def main():
         m, rule = result["metrics"], result.get("balanced_decision", {})
         mel = next(r for r in result["per_class"] if r["class"] == "mel")
         drop = load(os.path.join(run, "shift_drop.json"))["metrics"]["balanced_accuracy"]
-        lo, hi = drop["ci95"]
         rows.append(
             f"| {modality} | {cell(m['balanced_accuracy']['value'], m['balanced_accuracy']['ci95'])}"
             f" | {rule.get('balanced_accuracy', float('nan')):.3f} | "
             f"{cell(m['macro_auc']['value'], m['macro_auc']['ci95'])} | "
             f"{cell(mel['recall'], mel['recall_ci95'])} | {rule.get('mel_recall') or 0:.3f} | "
-            f"{drop['b']:.3f} | {100 * drop['difference']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-            f" | {minutes:.1f} |")
+            f"{drop['b']:.3f} | {points(drop)} | {minutes:.1f} |")
         data[modality] = {"overrides": sets, "metrics": m, "balanced_decision": rule, "mel": mel,
                           "shift_drop": drop, "train_minutes": minutes, "run": run}
         print(rows[-1], flush=True)

@@ -15,7 +15,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS, cell, write_result  # noqa: E402
+from common import RESULTS, cell, points, write_result  # noqa: E402
 
 # (result file, entry, what the row measures)
 ROWS = [
@@ -81,8 +81,7 @@ def shift(name: str, key: str, entry: dict) -> str:
         drop = ((load(SHIFT_FILE[0]) or {}).get(SHIFT_FILE[1][key]) or {}).get("balanced_accuracy")
     if not drop:
         return ""
-    low, high = drop["ci95"]
-    return f"{100 * drop['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+    return points(drop)
 
 
 # Paired comparisons of two runs' evaluations (scripts/compare.py --out into the results folder)
@@ -130,9 +129,7 @@ def metadata_variant_lines(name: str = "metadata_gain_ham10000", seed: int = 0) 
     for label, entry in data.items():
         gain = entry.get("gain", {}) if isinstance(entry, dict) else {}
         if "balanced_accuracy" in gain:
-            g = gain["balanced_accuracy"]
-            cells.append(f"{label} {100 * g['difference']:+.1f} [{100 * g['ci95'][0]:+.1f}, "
-                         f"{100 * g['ci95'][1]:+.1f}]")
+            cells.append(f"{label} {points(gain['balanced_accuracy'])}")
     return ["", f"Metadata variants, heads on frozen Lite0 features, training seed {seed}, "
             "image+meta minus the image-only head (points of balanced accuracy, paired): "
             + "; ".join(cells) + f" (`{name}.md`)."] if cells else []

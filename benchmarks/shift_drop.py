@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import run_script, publish  # noqa: E402
+from common import points, run_script, publish  # noqa: E402
 
 SHIFTS = ("contrast", "saturation", "white_balance", "gamma", "squash", "jpeg")
 
@@ -64,8 +64,7 @@ def main():
             r = compared["metrics"]
             b, auc = r["balanced_accuracy"], r["macro_auc"]
             rows.append(f"| {label} | {name} | {b['a']:.3f} | {b['b']:.3f} | "
-                        f"{100 * b['difference']:+.1f} [{100 * b['ci95'][0]:+.1f}, "
-                        f"{100 * b['ci95'][1]:+.1f}] | {auc['a']:.3f} -> {auc['b']:.3f} |")
+                        f"{points(b)} | {auc['a']:.3f} -> {auc['b']:.3f} |")
             data[f"{label}/{name}"] = r
             print(rows[-1], flush=True)
     lines = ["# Acquisition shift: test split vs its shifted copy (HAM10000, grouped split)", "",

@@ -109,11 +109,11 @@ def shifted_copy(run_dir: str, names: str, seed: int) -> tuple[str, str]:
     name for the shifts ('all', or their names joined by '+')."""
     from multimodal.data.shift import SHIFTS, parse_shifts, shifted_copy_of_run
 
-    shifts = parse_shifts(",".join(SHIFTS) if names == "all" else names)
+    shifts = parse_shifts(list(SHIFTS) if names == "all" else names)  # in SHIFTS' order
     folder = os.path.join(run_dir, "shifted", f"{'+'.join(shifts)}-seed{seed}")
     path, rows, reused = shifted_copy_of_run(run_dir, folder, shifts, seed, reuse=True)
     print(f"shifted copy of {rows} test images: {folder}" + (" (made before)" if reused else ""))
-    return path, "all" if shifts == parse_shifts(",".join(SHIFTS)) else "+".join(shifts)
+    return path, "all" if shifts == list(SHIFTS) else "+".join(shifts)
 
 
 if __name__ == "__main__":

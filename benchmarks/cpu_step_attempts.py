@@ -42,19 +42,26 @@ ATTEMPTS = {
     "depthwise_autodiff": ("", {"encoder_options": {"depthwise_impl": "shift_autodiff"}},
                            "depthwise backward by JAX autodiff (before the hand-written one; "
                            "Lite0 only)"),
-    "pointwise_conv": ("", {"pointwise_as_matmul": False},
+    "pointwise_autodiff": ("", {"pointwise": "matmul_autodiff"},
+                           "1x1 convolutions as matmuls, backward by JAX autodiff (before the "
+                           "hand-written one)"),
+    "max_pool_autodiff": ("", {"max_pool_backward": "autodiff"},
+                          "max pooling's backward by JAX autodiff of reduce-window (before the "
+                          "shifted-slice one)"),
+    "pointwise_conv": ("", {"pointwise": "conv"},
                        "1x1 convolutions through XLA's convolution (before they became matmuls)"),
 }
 
 
 def measure(model: str, size: int, batch: int, steps: int, repeats: int, dtype: str = "float32",
             donate: bool = False, parts: bool = False, torch: bool = False,
-            encoder_options: dict | None = None, pointwise_as_matmul: bool = True) -> dict:
+            encoder_options: dict | None = None, pointwise: str = "matmul",
+            max_pool_backward: str = "shifted") -> dict:
     """In this process: images/s of the JAX step (and its parts), or of the torch step."""
     import throughput_parts as tp
     from multimodal.models import layers
 
-    layers.POINTWISE_AS_MATMUL = pointwise_as_matmul
+    layers.POINTWISE, layers.MAX_POOL_BACKWARD = pointwise, max_pool_backward
     if torch:
         step, _ = tp.torch_step(model, batch, size, "cpu")
         return {"torch": tp.rate(step, batch, steps, repeats)[0]}
@@ -161,6 +168,8 @@ def main():
             for attempt in (args.attempts if batch == args.batch else ["default"]):
                 if attempt == "depthwise_autodiff" and not model.startswith("efficientnet"):
                     continue  # no depthwise convolutions in the others
+                if attempt == "max_pool_autodiff" and model.startswith("efficientnet"):
+                    continue  # no max pooling in EfficientNet
                 flags, options, _ = ATTEMPTS[attempt]
                 parts = attempt == "default" and batch == args.batch
                 result = spawn({**common, "batch": batch, "parts": parts, **options}, flags)

@@ -44,12 +44,19 @@ def main():
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--depthwise-impl", choices=["shift", "shift_autodiff", "grouped"],
                    help="EfficientNet-Lite's depthwise convolution (default: the encoder's)")
+    p.add_argument("--pointwise", choices=["matmul", "matmul_autodiff", "conv"],
+                   help="how 1x1 convolutions run (default: layers.POINTWISE)")
+    p.add_argument("--max-pool-backward", choices=["shifted", "autodiff"],
+                   help="max pooling's backward (default: layers.MAX_POOL_BACKWARD)")
     p.add_argument("--trace-dir", default="runs/profile_step")
     p.add_argument("--results", default=None, help="folder for the result files")
     args = p.parse_args()
     import jax
     from jax.profiler import ProfileData
 
+    from multimodal.models import layers
+    layers.POINTWISE = args.pointwise or layers.POINTWISE
+    layers.MAX_POOL_BACKWARD = args.max_pool_backward or layers.MAX_POOL_BACKWARD
     options = {"depthwise_impl": args.depthwise_impl} if args.depthwise_impl else None
     step, _, _ = tp.jax_step(args.model, args.batch, args.size, "float32",
                              encoder_options=options)
@@ -82,7 +89,8 @@ def main():
              f"{args.batch}, float32, {len(jax.devices())} CPU device(s)", "",
              f"jax.profiler trace of {args.steps} steps after warm-up (XLA CPU op markers on); "
              f"wall time per step {wall:.2f} s (traced), op time summed over threads "
-             f"{total:.2f} s.", "", "| op family (name without its number) | seconds per step | share | ops |",
+             f"{total:.2f} s. 1x1 convolutions: `{layers.POINTWISE}`; max pooling's backward: "
+             f"`{layers.MAX_POOL_BACKWARD}` (multimodal/models/layers.py).", "", "| op family (name without its number) | seconds per step | share | ops |",
              "| --- | ---: | ---: | ---: |"]
     members = collections.Counter(kind(n) for n in by_name)
     lines += [f"| `{k}` | {s:.3f} | {s / total:.0%} | {members[k]} |"
@@ -94,7 +102,8 @@ def main():
     text = "\n".join(lines)
     print(text)
     kwargs = {"folder": args.results} if args.results else {}
-    suffix = f"_{args.depthwise_impl}" if args.depthwise_impl else ""
+    suffix = "".join(f"_{v}" for v in (args.depthwise_impl, args.pointwise,
+                                       args.max_pool_backward and "pool_" + args.max_pool_backward) if v)
     print("->", write_result(f"profile_step_{args.model}{suffix}", text,
                              {"by_name": dict(by_name), "by_kind": dict(by_kind), "wall_s": wall,
                               "args": vars(args)}, **kwargs))

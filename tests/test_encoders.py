@@ -9,7 +9,7 @@ from flax import nnx
 
 from conftest import assert_fits_a_tiny_batch, tiny_batch_optimizer
 from multimodal.models import ENCODERS, Classifier, create_encoder
-from multimodal.models.layers import Conv, DepthwiseConv
+from multimodal.models.layers import Conv, DepthwiseConv, max_pool, same_padding
 
 # name -> (small options for fast tests, input size)
 FAMILIES = {
@@ -154,3 +154,25 @@ def test_inception_rejects_small_inputs():
     enc = create_encoder("inception_v3", width=0.0625, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="75 px"):
         enc(jnp.zeros((1, 64, 64, 3)))
+
+
+@pytest.mark.parametrize("k,s,pads,size", [(3, 2, ((1, 1), (1, 1)), 8), (3, 2, "SAME", 7),
+                                           (2, 2, "VALID", 7), (3, 2, "VALID", 9)])
+def test_max_pool_matches_reduce_window(k, s, pads, size):
+    """layers.max_pool (reduce-window forward, its own backward): nnx.max_pool's values and
+    gradients, also where a window holds its maximum twice."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, size, size + 1, 3)), jnp.float32)
+    if pads == "SAME":
+        explicit = tuple(same_padding(n, k, s) for n in x.shape[1:3])
+    else:
+        explicit = ((0, 0), (0, 0)) if pads == "VALID" else pads
+    ours = lambda x: max_pool(x, k, s, explicit)  # noqa: E731
+    theirs = lambda x: nnx.max_pool(x, (k, k), (s, s), padding=pads)  # noqa: E731
+    g = jnp.asarray(rng.normal(size=theirs(x).shape), jnp.float32)
+    np.testing.assert_array_equal(ours(x), theirs(x))
+    grad = lambda f, x: jax.grad(lambda x: (f(x) * g).sum())(x)  # noqa: E731
+    np.testing.assert_allclose(grad(ours, x), grad(theirs, x), atol=1e-6)
+    ties = jnp.round(x)  # many equal values per window: the first one takes the gradient
+    np.testing.assert_array_equal(ours(ties), theirs(ties))
+    np.testing.assert_allclose(grad(ours, ties), grad(theirs, ties), atol=1e-6)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from multimodal.errors import ConfigError
-from multimodal.models.layers import Conv
+from multimodal.models.layers import Conv, max_pool
 from multimodal.models.registry import DefaultCfg, register_family
 
 MIN_INPUT = 75
@@ -73,7 +73,7 @@ class Mixed(nnx.Module):
         if self.pool == "avg":
             outs.append(self.pool_conv(_avg_pool(x)))
         else:
-            outs.append(nnx.max_pool(x, (3, 3), (2, 2), padding="VALID"))
+            outs.append(max_pool(x, 3, 2))
         return jnp.concatenate(outs, axis=-1)
 
 
@@ -134,9 +134,9 @@ class InceptionV3(nnx.Module):
         if min(x.shape[1:3]) < MIN_INPUT:
             raise ConfigError(f"Inception-v3 needs inputs of at least {MIN_INPUT} px, got {x.shape[1:3]}")
         x = self.stem1(x)
-        x = nnx.max_pool(x, (3, 3), (2, 2), padding="VALID")
+        x = max_pool(x, 3, 2)
         x = self.stem2(x)
-        x = nnx.max_pool(x, (3, 3), (2, 2), padding="VALID")
+        x = max_pool(x, 3, 2)
         for block in self.mixed:
             x = block(x)
         return self.dropout(x.mean(axis=(1, 2)), rngs=rngs)

@@ -31,7 +31,9 @@ def host_init(key, shape, dtype=jnp.float32, scale: float = 1.0):
     return jnp.asarray(x * np.sqrt(scale / fan_in) / _TRUNC_STD, dtype)
 
 
-POINTWISE_AS_MATMUL = True  # False: every convolution through XLA's (to measure against)
+# How 1x1 convolutions run, kept switchable to measure against: "matmul" (with the backward pass
+# below), "matmul_autodiff" (the same matmul, JAX's backward) or "conv" (XLA's convolution).
+POINTWISE = "matmul"
 
 
 def conv_or_matmul(lhs, rhs, window_strides, padding, *, lhs_dilation=None, rhs_dilation=None,
@@ -44,7 +46,7 @@ def conv_or_matmul(lhs, rhs, window_strides, padding, *, lhs_dilation=None, rhs_
     for 3x3 kernel gradients (shifted slices or im2col, then matmuls) was 1.2-1.6x slower
     than XLA's own (benchmarks/results/conv_kernel_grad_cpu.md), so those stay convolutions."""
     no_pad = padding in ("SAME", "VALID") or all(tuple(p) == (0, 0) for p in padding)
-    plain = (POINTWISE_AS_MATMUL and rhs.shape[:-2] == (1, 1) and lhs.ndim == 4 and no_pad
+    plain = (POINTWISE != "conv" and rhs.shape[:-2] == (1, 1) and lhs.ndim == 4 and no_pad
              and feature_group_count == 1 and kwargs.get("batch_group_count", 1) == 1
              and all(d == 1 for d in (*(lhs_dilation or (1,)), *(rhs_dilation or (1,))))
              and getattr(dimension_numbers, "lhs_spec", None) == (0, 3, 1, 2))  # NHWC (nnx.Conv)
@@ -56,7 +58,39 @@ def conv_or_matmul(lhs, rhs, window_strides, padding, *, lhs_dilation=None, rhs_
     sh, sw = window_strides
     x = lhs[:, ::sh, ::sw, :] if (sh, sw) != (1, 1) else lhs
     kwargs.pop("batch_group_count", None)
-    return jax.lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), **kwargs)
+    if POINTWISE == "matmul_autodiff" or any(v is not None for v in kwargs.values()):
+        return jax.lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), **kwargs)
+    return pointwise(x, rhs[0, 0])
+
+
+@jax.custom_vjp
+def pointwise(x, w):
+    """x [N, H, W, Cin] @ w [Cin, Cout]. Its own backward pass because autodiff's kernel
+    gradient contracts N*H*W, the major axis of both operands, and XLA's CPU backend then
+    recomputes BatchNorm's backward a second time, writing it transposed: 0.82 s of a 5.4 s
+    ResNet-50 step (128 px, batch 32, traced). Here the narrower operand is transposed alone (the
+    barrier keeps XLA from folding the transpose back into the dot): transposes 1.05 -> 0.55 s
+    (benchmarks/results/profile_step_resnet50*.md); the step 1.08-1.38x faster (ResNet-50 and
+    Lite0, 128 and 224 px, benchmarks/results/cpu_step_backward_*.md)."""
+    return jax.lax.dot_general(x, w, (((3,), (0,)), ((), ())))
+
+
+def _pointwise_fwd(x, w):
+    return pointwise(x, w), (x, w)
+
+
+def _pointwise_bwd(residuals, g):
+    x, w = residuals
+    dx = jax.lax.dot_general(g, w, (((3,), (1,)), ((), ())))
+    x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+    if x2.shape[1] <= g2.shape[1]:  # transpose the narrower one, on its own
+        dw = jax.lax.optimization_barrier(x2.T) @ g2
+    else:
+        dw = (jax.lax.optimization_barrier(g2.T) @ x2).T
+    return dx, dw.astype(w.dtype)
+
+
+pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
 Conv = partial(nnx.Conv, kernel_init=partial(host_init, scale=2.0),  # convolutions feed ReLUs
@@ -69,6 +103,62 @@ def same_padding(size: int, k: int, stride: int) -> tuple[int, int]:
     out = -(-size // stride)
     total = max((out - 1) * stride + k - size, 0)
     return total // 2, total - total // 2
+
+
+MAX_POOL_BACKWARD = "shifted"  # or "autodiff" (XLA's, to measure against)
+
+
+def max_pool(x, k: int, s: int, pads=((0, 0), (0, 0))):
+    """k x k max pooling of NHWC `x`, stride s, padded ((top, bottom), (left, right)) with -inf.
+    The forward is XLA's reduce-window. Its autodiff backward runs on XLA's CPU backend as a
+    variadic reduce-window carrying argmax indices; the one below (which tap won, then k*k
+    masked pads) takes ResNet-50's pooling from 0.18 to 0.05 s of the traced step (128 px,
+    batch 32, benchmarks/results/profile_step_resnet50*.md), the same gradient, ties included."""
+    if MAX_POOL_BACKWARD == "autodiff":
+        return _reduce_window_max(x, k, s, pads)
+    return _max_pool_shifted_backward(x, k, s, pads)
+
+
+def _reduce_window_max(x, k, s, pads):
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, s, s, 1),
+                                 ((0, 0), *pads, (0, 0)))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_shifted_backward(x, k, s, pads):
+    return _reduce_window_max(x, k, s, pads)
+
+
+def _max_pool_fwd(x, k, s, pads):
+    y = _reduce_window_max(x, k, s, pads)
+    return y, (x, y)
+
+
+def _max_pool_bwd(k, s, pads, residuals, g):
+    # which tap of each window holds its maximum (the first, like reduce-window), as a small
+    # int array on its own: then each input pixel sums the k*k padded masked gradients it can
+    # receive. Autodiff of a chain of maxima instead re-derives the chain inside that sum.
+    x, y = residuals
+    xp = jnp.pad(x, [(0, 0), *pads, (0, 0)], constant_values=-jnp.inf)
+    (oh, ow), (hp, wp) = g.shape[1:3], xp.shape[1:3]
+    taps = [(i, j) for i in range(k) for j in range(k)]
+    first = jnp.full(y.shape, len(taps) - 1, jnp.int8)
+    for t in reversed(range(len(taps) - 1)):
+        i, j = taps[t]
+        tap = xp[:, i:i + (oh - 1) * s + 1:s, j:j + (ow - 1) * s + 1:s, :]
+        first = jnp.where(tap == y, jnp.int8(t), first)
+    first = jax.lax.optimization_barrier(first)
+    zero = jnp.zeros((), g.dtype)
+    dxp = 0
+    for t, (i, j) in enumerate(taps):
+        edges = [(i, hp - i - (oh - 1) * s - 1, s - 1), (j, wp - j - (ow - 1) * s - 1, s - 1)]
+        dxp = dxp + jax.lax.pad(jnp.where(first == t, g, zero), zero,
+                                [(0, 0, 0), *edges, (0, 0, 0)])
+    (top, _), (left, _) = pads
+    return (dxp[:, top:top + x.shape[1], left:left + x.shape[2], :],)
+
+
+_max_pool_shifted_backward.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def _shifted_sum(xp, w, k, s, oh, ow):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from multimodal.models.layers import Conv
+from multimodal.models.layers import Conv, max_pool
 from multimodal.models.registry import DefaultCfg, register_family
 
 
@@ -98,7 +98,7 @@ class ResNet(nnx.Module):
         x = self.stem_conv(x)
         if self.stem_bn is not None:
             x = nnx.relu(self.stem_bn(x))
-        x = nnx.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool(x, 3, 2, ((1, 1), (1, 1)))
         for block in self.blocks:
             x = block(x)
         if self.final_bn is not None:

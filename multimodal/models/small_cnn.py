@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from multimodal.models.layers import ConvReLU, Linear
+from multimodal.models.layers import ConvReLU, Linear, max_pool
 from multimodal.models.registry import DefaultCfg, register_family
 
 
@@ -18,7 +18,7 @@ class ConvBlock(ConvReLU):
     """Convolution, optional BatchNorm, ReLU, 2x2 max-pool."""
 
     def __call__(self, x):
-        return nnx.max_pool(super().__call__(x), (2, 2), (2, 2))
+        return max_pool(super().__call__(x), 2, 2)
 
 
 class SmallCNN(nnx.Module):

@@ -28,7 +28,7 @@ from flax import nnx
 
 from multimodal.errors import ConfigError
 from multimodal.models.efficientnet_lite import VARIANTS, EfficientNetLite
-from multimodal.models.layers import Conv, ConvReLU, host_init
+from multimodal.models.layers import Conv, ConvReLU, host_init, max_pool
 from multimodal.models.pretrained import load_pretrained_encoder
 from multimodal.models.registry import DefaultCfg, Weights, register_family
 
@@ -92,7 +92,7 @@ class UNetEncoder(nnx.Module):
         outs = []
         for i, block in enumerate(self.blocks):
             if i:
-                x = nnx.max_pool(x, (2, 2), (2, 2))
+                x = max_pool(x, 2, 2)
             x = block(x)
             outs.append(x)
         return outs

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from multimodal.models.layers import ConvReLU
+from multimodal.models.layers import ConvReLU, max_pool
 from multimodal.models.registry import DefaultCfg, register_family
 
 PLANS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
@@ -36,7 +36,7 @@ class VGG(nnx.Module):
         for stage in self.stages:
             for layer in stage:
                 x = layer(x)
-            x = nnx.max_pool(x, (2, 2), (2, 2))
+            x = max_pool(x, 2, 2)
         return self.dropout(x.mean(axis=(1, 2)), rngs=rngs)
 
 

@@ -19,7 +19,7 @@ from flax import nnx
 
 from multimodal.errors import ConfigError
 from multimodal.models.keras_weights import xception_weights
-from multimodal.models.layers import Conv
+from multimodal.models.layers import Conv, max_pool, same_padding
 from multimodal.models.pretrained import load_weights
 from multimodal.models.registry import DefaultCfg, Weights, register_family
 
@@ -62,7 +62,7 @@ class DownBlock(nnx.Module):
         residual = self.res_bn(self.res_conv(x))
         y = self.sep1(nnx.relu(x) if self.first_relu else x)
         y = self.sep2(nnx.relu(y))
-        y = nnx.max_pool(y, (3, 3), (2, 2), padding="SAME")
+        y = max_pool(y, 3, 2, tuple(same_padding(n, 3, 2) for n in y.shape[1:3]))
         return y + residual
 
 

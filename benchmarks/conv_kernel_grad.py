@@ -6,8 +6,9 @@ at a time, ResNet-50's shapes at 128 px input, batch 32.
 Per layer (median of --repeats, milliseconds, one process, after warm-up): the forward
 convolution; the input gradient and the kernel gradient as JAX's autodiff gives them (both are
 XLA convolutions); and the kernel gradient written as matmuls: per kernel tap over shifted
-slices of the input ('taps'), or as one matmul over the k*k slices concatenated on channels
-('im2col'). A 1x1 layer needs no slices: `multimodal.models.layers.conv_or_matmul` runs those
+slices of the input ('taps'; 'taps per image': the same with the output gradient transposed
+alone and one matmul per image and tap), or as one matmul over the k*k slices concatenated on
+channels ('im2col'). A 1x1 layer needs no slices: `multimodal.models.layers.conv_or_matmul` runs those
 as matmuls (benchmarks/results/cpu_step_pointwise.md). Every variant is checked against
 autodiff before it is timed. Results: benchmarks/results/conv_kernel_grad_cpu.{md,json}.
 """
@@ -48,6 +49,17 @@ def taps(x, g, k, s, pad):
                      ).reshape(k, k, x.shape[-1], g.shape[-1])
 
 
+def taps_per_image(x, g, k, s, pad):
+    """'taps' with the output gradient transposed alone (as layers.pointwise does) and each
+    tap a matmul per image, summed: more independent matmuls for the two cores."""
+    n, d = g.shape[0], g.shape[-1]
+    gt = lax.optimization_barrier(g.reshape(n, -1, d).transpose(0, 2, 1))  # [n, d, h*w]
+    per_tap = [lax.dot_general(gt, xs.reshape(n, -1, xs.shape[-1]),
+                               (((2,), (1,)), ((0,), (0,)))).sum(0).T
+               for xs in slices(x, g, k, s, pad)]
+    return jnp.stack(per_tap).reshape(k, k, x.shape[-1], d)
+
+
 def im2col(x, g, k, s, pad):
     cols = jnp.concatenate(slices(x, g, k, s, pad), axis=-1)
     return jnp.einsum("nhwc,nhwd->cd", cols, g).reshape(k, k, x.shape[-1], g.shape[-1])
@@ -75,6 +87,8 @@ def main():
                "kernel grad (XLA)": (jax.jit(lambda x, g: jax.vjp(
                    lambda w: conv(x, w, s, pad), w)[1](g)[0]), (x, g)),
                "kernel grad (taps)": (jax.jit(lambda x, g: taps(x, g, k, s, pad)), (x, g)),
+               "kernel grad (taps per image)": (jax.jit(
+                   lambda x, g: taps_per_image(x, g, k, s, pad)), (x, g)),
                "kernel grad (im2col)": (jax.jit(lambda x, g: im2col(x, g, k, s, pad)), (x, g))}
         want = fns["kernel grad (XLA)"][0](x, g)
         scale = float(jnp.abs(want).max())

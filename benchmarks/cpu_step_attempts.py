@@ -48,6 +48,9 @@ ATTEMPTS = {
     "max_pool_autodiff": ("", {"max_pool_backward": "autodiff"},
                           "max pooling's backward by JAX autodiff of reduce-window (before the "
                           "shifted-slice one)"),
+    "kernel_grad_xla": ("", {"kernel_grad": "xla"},
+                        "k x k kernel gradients all by XLA (before 'taps per image' for "
+                        "outputs of 16x16 and up)"),
     "pointwise_conv": ("", {"pointwise": "conv"},
                        "1x1 convolutions through XLA's convolution (before they became matmuls)"),
 }
@@ -56,12 +59,13 @@ ATTEMPTS = {
 def measure(model: str, size: int, batch: int, steps: int, repeats: int, dtype: str = "float32",
             donate: bool = False, parts: bool = False, torch: bool = False,
             encoder_options: dict | None = None, pointwise: str = "matmul",
-            max_pool_backward: str = "shifted") -> dict:
+            max_pool_backward: str = "shifted", kernel_grad: str = "taps_per_image") -> dict:
     """In this process: images/s of the JAX step (and its parts), or of the torch step."""
     import throughput_parts as tp
     from multimodal.models import layers
 
     layers.POINTWISE, layers.MAX_POOL_BACKWARD = pointwise, max_pool_backward
+    layers.KERNEL_GRAD = kernel_grad
     if torch:
         step, _ = tp.torch_step(model, batch, size, "cpu")
         return {"torch": tp.rate(step, batch, steps, repeats)[0]}

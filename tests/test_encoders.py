@@ -9,6 +9,7 @@ from flax import nnx
 
 from conftest import assert_fits_a_tiny_batch, tiny_batch_optimizer
 from multimodal.models import ENCODERS, Classifier, create_encoder
+from multimodal.models import layers
 from multimodal.models.layers import Conv, DepthwiseConv, max_pool, same_padding
 
 # name -> (small options for fast tests, input size)
@@ -176,3 +177,31 @@ def test_max_pool_matches_reduce_window(k, s, pads, size):
     ties = jnp.round(x)  # many equal values per window: the first one takes the gradient
     np.testing.assert_array_equal(ours(ties), theirs(ties))
     np.testing.assert_allclose(grad(ours, ties), grad(theirs, ties), atol=1e-6)
+
+
+@pytest.mark.parametrize("k,stride,padding,size", [(3, 1, ((1, 1), (1, 1)), 16),
+                                                   (3, 2, "SAME", 33), (7, 2, 3, 32)])
+def test_taps_kernel_gradient_matches_xla(k, stride, padding, size, monkeypatch):
+    """k x k convolutions whose output holds >= TAPS_MIN_PIXELS per image take their kernel
+    gradient as a matmul per image and tap (layers.conv_taps_backward): XLA's values and both
+    gradients, with stride, SAME padding and odd sizes."""
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(layers, "TAPS_MIN_CHANNELS", 4)  # a test-sized layer takes the path
+    x = jnp.asarray(rng.normal(size=(2, size, size + 1, 5)), jnp.float32)
+    layer = Conv(5, 4, (k, k), (stride, stride), padding=padding, use_bias=False,
+                 rngs=nnx.Rngs(0))
+    g = jnp.asarray(rng.normal(size=layer(x).shape), jnp.float32)
+    calls, original = [], layers.conv_taps_backward
+    monkeypatch.setattr(layers, "conv_taps_backward",
+                        lambda *a: calls.append(1) or original(*a))
+
+    def run():
+        d_layer, dx = nnx.grad(lambda layer, x: (layer(x) * g).sum(), argnums=(0, 1))(layer, x)
+        return layer(x), d_layer.kernel[...], dx
+
+    taps = run()
+    assert calls  # the taps path is the one taken
+    monkeypatch.setattr(layers, "KERNEL_GRAD", "xla")
+    for got, want in zip(taps, run()):
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
+    assert float(jnp.abs(taps[1]).max()) > 0.1  # not a match of zeros

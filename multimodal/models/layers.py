@@ -50,6 +50,13 @@ def conv_or_matmul(lhs, rhs, window_strides, padding, *, lhs_dilation=None, rhs_
              and feature_group_count == 1 and kwargs.get("batch_group_count", 1) == 1
              and all(d == 1 for d in (*(lhs_dilation or (1,)), *(rhs_dilation or (1,))))
              and getattr(dimension_numbers, "lhs_spec", None) == (0, 3, 1, 2))  # NHWC (nnx.Conv)
+    if not plain and _taps_kernel_grad_fits(lhs, rhs, window_strides, padding, lhs_dilation,
+                                            rhs_dilation, dimension_numbers,
+                                            feature_group_count, kwargs):
+        pads = (jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+                if isinstance(padding, str) else padding)
+        return conv_taps_backward(lhs, rhs, tuple(window_strides),
+                                  tuple(tuple(int(v) for v in p) for p in pads))
     if not plain:
         return jax.lax.conv_general_dilated(
             lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
@@ -91,6 +98,65 @@ def _pointwise_bwd(residuals, g):
 
 
 pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
+
+
+# Where a k x k (k > 1) kernel gradient runs as "taps per image" (below) instead of XLA's: each
+# image's output holds at least this many pixels and both sides this many channels, the range
+# measured (conv_kernel_grad_cpu.md: 1.34-1.59x faster than XLA's at 16x16 and up with 64-128
+# channels, 7-57x slower at 8x8 and 4x4, even at a 3-channel stem). "xla": never.
+KERNEL_GRAD, TAPS_MIN_PIXELS, TAPS_MIN_CHANNELS = "taps_per_image", 256, 64
+
+
+def _taps_kernel_grad_fits(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation,
+                           dimension_numbers, feature_group_count, kwargs) -> bool:
+    if (KERNEL_GRAD != "taps_per_image" or lhs.ndim != 4 or rhs.shape[0] * rhs.shape[1] == 1
+            or min(rhs.shape[2:]) < TAPS_MIN_CHANNELS
+            or feature_group_count != 1 or kwargs.get("batch_group_count", 1) != 1
+            or any(v is not None for k, v in kwargs.items() if k != "batch_group_count")
+            or any(d != 1 for d in (*(lhs_dilation or (1,)), *(rhs_dilation or (1,))))
+            or getattr(dimension_numbers, "lhs_spec", None) != (0, 3, 1, 2)
+            or getattr(dimension_numbers, "rhs_spec", None) != (3, 2, 0, 1)):
+        return False
+    pads = (jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
+            if isinstance(padding, str) else padding)
+    out = [(n + lo + hi - k) // s + 1
+           for n, (lo, hi), k, s in zip(lhs.shape[1:3], pads, rhs.shape[:2], strides)]
+    return out[0] * out[1] >= TAPS_MIN_PIXELS
+
+
+def _conv(x, w, strides, pads):
+    return jax.lax.conv_general_dilated(x, w, strides, pads,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_taps_backward(x, w, strides, pads):
+    """XLA's convolution (NHWC, HWIO) whose kernel gradient is, per kernel tap, one matmul per
+    image of the shifted input slice with the output gradient (transposed alone, as in
+    `pointwise`), summed over images: XLA's CPU kernel gradient ran at 26-55 GFLOP/s on
+    ResNet-50's large 3x3 layers against oneDNN's 131-176 (kernel_rates_cpu.md). The input
+    gradient stays XLA's."""
+    return _conv(x, w, strides, pads)
+
+
+def _conv_taps_fwd(x, w, strides, pads):
+    return _conv(x, w, strides, pads), (x, w)
+
+
+def _conv_taps_bwd(strides, pads, residuals, g):
+    x, w = residuals
+    (kh, kw), (sh, sw), (oh, ow), n = w.shape[:2], strides, g.shape[1:3], x.shape[0]
+    dx = jax.vjp(lambda x: _conv(x, w, strides, pads), x)[1](g)[0]
+    xp = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+    gt = jax.lax.optimization_barrier(g.reshape(n, oh * ow, -1).transpose(0, 2, 1))
+    per_tap = [jax.lax.dot_general(
+        gt, xp[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :].reshape(
+            n, oh * ow, -1), (((2,), (1,)), ((0,), (0,)))).sum(0).T
+        for i in range(kh) for j in range(kw)]
+    return dx, jnp.stack(per_tap).reshape(w.shape).astype(w.dtype)
+
+
+conv_taps_backward.defvjp(_conv_taps_fwd, _conv_taps_bwd)
 
 
 Conv = partial(nnx.Conv, kernel_init=partial(host_init, scale=2.0),  # convolutions feed ReLUs

@@ -42,9 +42,9 @@ def conv_or_matmul(lhs, rhs, window_strides, padding, *, lhs_dilation=None, rhs_
     becomes a strided slice and a matmul over channels. Same values (tested); its backward pass
     is then two matmuls, where XLA's CPU backend ran both gradients as general convolutions.
     ResNet-50's bottlenecks and Lite0's expand and project layers are 1x1: their CPU training
-    step is 1.51x and 1.12x faster (benchmarks/results/cpu_step_pointwise.md). The same trick
-    for 3x3 kernel gradients (shifted slices or im2col, then matmuls) was 1.1-2.1x slower
-    than XLA's own (benchmarks/results/conv_kernel_grad_cpu.md), so those stay convolutions."""
+    step is 1.51x and 1.12x faster (benchmarks/results/cpu_step_pointwise.md). Larger kernels
+    stay XLA convolutions; where their output is large, their kernel gradient is a matmul per
+    image and tap (`conv_taps_backward`)."""
     no_pad = padding in ("SAME", "VALID") or all(tuple(p) == (0, 0) for p in padding)
     plain = (POINTWISE != "conv" and rhs.shape[:-2] == (1, 1) and lhs.ndim == 4 and no_pad
              and feature_group_count == 1 and kwargs.get("batch_group_count", 1) == 1

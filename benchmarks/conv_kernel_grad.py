@@ -7,8 +7,8 @@ Per layer (median of --repeats, milliseconds, one process, after warm-up): the f
 convolution; the input gradient and the kernel gradient as JAX's autodiff gives them (both are
 XLA convolutions); and the kernel gradient written as matmuls: per kernel tap over shifted
 slices of the input ('taps'; 'taps per image': the same with the output gradient transposed
-alone and one matmul per image and tap), or as one matmul over the k*k slices concatenated on
-channels ('im2col'). A 1x1 layer needs no slices: `multimodal.models.layers.conv_or_matmul` runs those
+alone and one matmul per image and tap, as `multimodal.models.layers.conv_taps_backward` runs
+it), or as one matmul over the k*k slices concatenated on channels ('im2col'). A 1x1 layer needs no slices: `multimodal.models.layers.conv_or_matmul` runs those
 as matmuls (benchmarks/results/cpu_step_pointwise.md). Every variant is checked against
 autodiff before it is timed. Results: benchmarks/results/conv_kernel_grad_cpu.{md,json}.
 """
@@ -26,6 +26,7 @@ from jax import lax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import median_time, write_result  # noqa: E402
+from multimodal.models.layers import conv_taps_backward  # noqa: E402
 
 DN = ("NHWC", "HWIO", "NHWC")
 # (spatial size, input channels, output channels, kernel, stride): ResNet-50 at 128 px
@@ -50,14 +51,12 @@ def taps(x, g, k, s, pad):
 
 
 def taps_per_image(x, g, k, s, pad):
-    """'taps' with the output gradient transposed alone (as layers.pointwise does) and each
-    tap a matmul per image, summed: more independent matmuls for the two cores."""
-    n, d = g.shape[0], g.shape[-1]
-    gt = lax.optimization_barrier(g.reshape(n, -1, d).transpose(0, 2, 1))  # [n, d, h*w]
-    per_tap = [lax.dot_general(gt, xs.reshape(n, -1, xs.shape[-1]),
-                               (((2,), (1,)), ((0,), (0,)))).sum(0).T
-               for xs in slices(x, g, k, s, pad)]
-    return jnp.stack(per_tap).reshape(k, k, x.shape[-1], d)
+    """The kernel gradient the layers use for large outputs: `layers.conv_taps_backward`'s own
+    VJP (the output gradient transposed alone, one matmul per image and tap; its input
+    gradient is unused here and XLA drops it)."""
+    w = jnp.zeros((k, k, x.shape[-1], g.shape[-1]), x.dtype)
+    pads = tuple(tuple(p) for p in pad)
+    return jax.vjp(lambda w: conv_taps_backward(x, w, (s, s), pads), w)[1](g)[0]
 
 
 def im2col(x, g, k, s, pad):

@@ -30,8 +30,6 @@ CASES = [("1x1 as matmul, 32x32x256 -> 128", "dot", 32, 32, 256, 128, 1, 1),
 
 def inputs(kind, n, h, cin, cout, k, s):
     """The same float32 arrays for both frameworks (NHWC / HWIO; torch gets NCHW / OIHW views)."""
-    import numpy as np
-
     rng = np.random.default_rng(0)
     if kind == "dot":
         return [rng.normal(size=v).astype(np.float32) for v in ((n * h * h, cin), (cin, cout))]
@@ -101,9 +99,8 @@ def main():
             error = float(np.abs(to_jax_layout(run_torch()) - want).max() / np.abs(want).max())
             t_jax, t_torch = median_time(ours[op], repeats)[0], median_time(run_torch, repeats)[0]
             rows.append({"case": label, "op": op, "gflop": flops / 1e9, "max_rel_diff": error,
-                         "jax_ms": t_jax * 1e3,
-                         "torch_ms": t_torch * 1e3, "jax_gflops": flops / t_jax / 1e9,
-                         "torch_gflops": flops / t_torch / 1e9})
+                         "jax_ms": t_jax * 1e3, "torch_ms": t_torch * 1e3,
+                         "jax_gflops": flops / t_jax / 1e9, "torch_gflops": flops / t_torch / 1e9})
             print(rows[-1], flush=True)
     lines = ["# Kernel rates on the CPU: JAX (XLA CPU) against PyTorch (oneDNN), float32", "",
              f"Median of {repeats} calls after warm-up, {os.cpu_count()} threads each; GFLOP/s "

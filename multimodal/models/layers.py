@@ -45,29 +45,30 @@ def conv_or_matmul(lhs, rhs, window_strides, padding, *, lhs_dilation=None, rhs_
     step is 1.51x and 1.12x faster (benchmarks/results/cpu_step_pointwise.md). Larger kernels
     stay XLA convolutions; where their output is large, their kernel gradient is a matmul per
     image and tap (`conv_taps_backward`)."""
-    no_pad = padding in ("SAME", "VALID") or all(tuple(p) == (0, 0) for p in padding)
-    plain = (POINTWISE != "conv" and rhs.shape[:-2] == (1, 1) and lhs.ndim == 4 and no_pad
-             and feature_group_count == 1 and kwargs.get("batch_group_count", 1) == 1
-             and all(d == 1 for d in (*(lhs_dilation or (1,)), *(rhs_dilation or (1,))))
-             and getattr(dimension_numbers, "lhs_spec", None) == (0, 3, 1, 2))  # NHWC (nnx.Conv)
-    if not plain and _taps_kernel_grad_fits(lhs, rhs, window_strides, padding, lhs_dilation,
-                                            rhs_dilation, dimension_numbers,
-                                            feature_group_count, kwargs):
-        pads = (jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-                if isinstance(padding, str) else padding)
+    simple = (lhs.ndim == 4 and feature_group_count == 1
+              and kwargs.get("batch_group_count", 1) == 1
+              and all(d == 1 for d in (*(lhs_dilation or (1,)), *(rhs_dilation or (1,))))
+              and getattr(dimension_numbers, "lhs_spec", None) == (0, 3, 1, 2)  # NHWC and HWIO
+              and getattr(dimension_numbers, "rhs_spec", None) == (3, 2, 0, 1))  # (nnx.Conv)
+    pads = (jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+            if simple and isinstance(padding, str) else padding)
+    extra = {k: v for k, v in kwargs.items() if k != "batch_group_count"}  # precision, ...
+    asked = any(v is not None for v in extra.values())  # then the custom VJPs step aside
+    if (simple and rhs.shape[:2] == (1, 1) and POINTWISE != "conv"
+            and all(tuple(p) == (0, 0) for p in pads)):
+        sh, sw = window_strides
+        x = lhs[:, ::sh, ::sw, :] if (sh, sw) != (1, 1) else lhs
+        if POINTWISE == "matmul_autodiff" or asked:
+            return jax.lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), **extra)
+        return pointwise(x, rhs[0, 0])
+    if simple and not asked and _taps_kernel_grad_fits(lhs.shape, rhs.shape, window_strides,
+                                                       pads):
         return conv_taps_backward(lhs, rhs, tuple(window_strides),
                                   tuple(tuple(int(v) for v in p) for p in pads))
-    if not plain:
-        return jax.lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-            feature_group_count=feature_group_count, **kwargs)
-    sh, sw = window_strides
-    x = lhs[:, ::sh, ::sw, :] if (sh, sw) != (1, 1) else lhs
-    kwargs.pop("batch_group_count", None)
-    if POINTWISE == "matmul_autodiff" or any(v is not None for v in kwargs.values()):
-        return jax.lax.dot_general(x, rhs[0, 0], (((3,), (0,)), ((), ())), **kwargs)
-    return pointwise(x, rhs[0, 0])
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count, **kwargs)
 
 
 @jax.custom_vjp
@@ -107,20 +108,12 @@ pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
 KERNEL_GRAD, TAPS_MIN_PIXELS, TAPS_MIN_CHANNELS = "taps_per_image", 256, 64
 
 
-def _taps_kernel_grad_fits(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation,
-                           dimension_numbers, feature_group_count, kwargs) -> bool:
-    if (KERNEL_GRAD != "taps_per_image" or lhs.ndim != 4 or rhs.shape[0] * rhs.shape[1] == 1
-            or min(rhs.shape[2:]) < TAPS_MIN_CHANNELS
-            or feature_group_count != 1 or kwargs.get("batch_group_count", 1) != 1
-            or any(v is not None for k, v in kwargs.items() if k != "batch_group_count")
-            or any(d != 1 for d in (*(lhs_dilation or (1,)), *(rhs_dilation or (1,))))
-            or getattr(dimension_numbers, "lhs_spec", None) != (0, 3, 1, 2)
-            or getattr(dimension_numbers, "rhs_spec", None) != (3, 2, 0, 1)):
+def _taps_kernel_grad_fits(x_shape, w_shape, strides, pads) -> bool:
+    if (KERNEL_GRAD != "taps_per_image" or w_shape[0] * w_shape[1] == 1
+            or min(w_shape[2:]) < TAPS_MIN_CHANNELS):
         return False
-    pads = (jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
-            if isinstance(padding, str) else padding)
     out = [(n + lo + hi - k) // s + 1
-           for n, (lo, hi), k, s in zip(lhs.shape[1:3], pads, rhs.shape[:2], strides)]
+           for n, (lo, hi), k, s in zip(x_shape[1:3], pads, w_shape[:2], strides)]
     return out[0] * out[1] >= TAPS_MIN_PIXELS
 
 
@@ -143,16 +136,21 @@ def _conv_taps_fwd(x, w, strides, pads):
     return _conv(x, w, strides, pads), (x, w)
 
 
+def _window(xp, i, j, strides, oh, ow):
+    """The oh x ow window of padded NHWC `xp` that kernel tap (i, j) sees at these strides."""
+    sh, sw = strides
+    return xp[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :]
+
+
 def _conv_taps_bwd(strides, pads, residuals, g):
     x, w = residuals
-    (kh, kw), (sh, sw), (oh, ow), n = w.shape[:2], strides, g.shape[1:3], x.shape[0]
+    (kh, kw), (oh, ow), n = w.shape[:2], g.shape[1:3], x.shape[0]
     dx = jax.vjp(lambda x: _conv(x, w, strides, pads), x)[1](g)[0]
     xp = jnp.pad(x, [(0, 0), *pads, (0, 0)])
     gt = jax.lax.optimization_barrier(g.reshape(n, oh * ow, -1).transpose(0, 2, 1))
     per_tap = [jax.lax.dot_general(
-        gt, xp[:, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw, :].reshape(
-            n, oh * ow, -1), (((2,), (1,)), ((0,), (0,)))).sum(0).T
-        for i in range(kh) for j in range(kw)]
+        gt, _window(xp, i, j, strides, oh, ow).reshape(n, oh * ow, -1),
+        (((2,), (1,)), ((0,), (0,)))).sum(0).T for i in range(kh) for j in range(kw)]
     return dx, jnp.stack(per_tap).reshape(w.shape).astype(w.dtype)
 
 
@@ -211,8 +209,7 @@ def _max_pool_bwd(k, s, pads, residuals, g):
     first = jnp.full(y.shape, len(taps) - 1, jnp.int8)
     for t in reversed(range(len(taps) - 1)):
         i, j = taps[t]
-        tap = xp[:, i:i + (oh - 1) * s + 1:s, j:j + (ow - 1) * s + 1:s, :]
-        first = jnp.where(tap == y, jnp.int8(t), first)
+        first = jnp.where(_window(xp, i, j, (s, s), oh, ow) == y, jnp.int8(t), first)
     first = jax.lax.optimization_barrier(first)
     zero = jnp.zeros((), g.dtype)
     dxp = 0
@@ -232,7 +229,7 @@ def _shifted_sum(xp, w, k, s, oh, ow):
     y = 0
     for i in range(k):
         for j in range(k):
-            y = y + xp[:, i:i + (oh - 1) * s + 1:s, j:j + (ow - 1) * s + 1:s, :] * w[i, j, 0]
+            y = y + _window(xp, i, j, (s, s), oh, ow) * w[i, j, 0]
     return y
 
 
@@ -265,8 +262,7 @@ def _shift_depthwise_bwd(k, s, pads, residuals, g):
     # one pass over x and g (k*k separate sums read both k*k times: 1.4-3.9x slower per layer)
     xp = jnp.pad(x, [(0, 0), pads[0], pads[1], (0, 0)])
     xp, g32 = xp.astype(jnp.float32), g.astype(jnp.float32)  # bf16: f32 products and sums
-    taps = tuple(xp[:, i:i + (oh - 1) * s + 1:s, j:j + (ow - 1) * s + 1:s, :] * g32
-                 for i in range(k) for j in range(k))
+    taps = tuple(_window(xp, i, j, (s, s), oh, ow) * g32 for i in range(k) for j in range(k))
     sums = jax.lax.reduce(taps, tuple(jnp.zeros((), jnp.float32) for _ in taps),
                           lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
     dw = jnp.stack(sums).reshape(k, k, 1, -1)

@@ -96,12 +96,28 @@ def external_inputs(run: LoadedRun, data_config: str, cache_dir: str | None = No
     geometry.check_aspect(trained.get("train", trained.get("all")),
                           geometry.median_aspect(table.frame["image_path"]), shape,
                           f"{data_config} (evaluating {run.workdir})")
+    return _test_inputs(run, table, split, cache_dir, cfg.data.on_missing)
+
+
+def rows_inputs(run: LoadedRun, rows: pd.DataFrame, cache_dir: str | None = None) -> Inputs:
+    """Rows of the run's own dataset (image_id, group_id, label) as one `test` split, made
+    into model inputs with the run's encoder and normaliser (a cross-validation fold's model
+    on the base test rows)."""
+    table = load_table(run.cfg.data)
+    table.classes = tuple(run.classes)
+    table = table.subset(rows["image_id"])
+    split = table.frame[["image_id", "group_id", "label"]].assign(split="test")
+    return _test_inputs(run, table, split, cache_dir, run.cfg.data.on_missing)
+
+
+def _test_inputs(run: LoadedRun, table, split, cache_dir, on_missing) -> Inputs:
+    size, shape = run.cfg.data.image_size, run.cfg.data.geometry
     if cache_dir:
         prepare.prepare(table, split, cache_dir, size, overwrite=True,
-                        on_missing=cfg.data.on_missing, geometry=shape)
+                        on_missing=on_missing, geometry=shape)
     else:
         cache_dir, _ = prepare.prepare_shared(table, split, size, geometry=shape,
-                                              on_missing=cfg.data.on_missing)
+                                              on_missing=on_missing)
     manifest = prepare.read_manifest(cache_dir)
     source = prepare.open_split(cache_dir, "test")
     return Inputs(manifest, {"test": source}, {"test": prepare.split_frame(source, manifest)},

@@ -50,18 +50,30 @@ def main(argv=None) -> int:
     if cfg.data.source != "ham10000":
         raise ConfigError(f"--config: crops are written in the HAM10000 layout; "
                           f"{cfg.data.source} is not supported yet")
-    if os.path.exists(args.out) and os.listdir(args.out):
-        raise ConfigError(f"--out {args.out} is not empty", "choose another folder")
-    import pandas as pd
-    from PIL import Image
-    from tqdm import tqdm
+    from multimodal.data.build import dataset_folders
+    from multimodal.outputs import check_output, staged_output
 
-    from multimodal.data.lesion_crop import lesion_box, write_crop
+    protected = {args.segmenter: "segmentation run", **dataset_folders(cfg.data)}
+    check_output(args.out, "crop_lesions", protected=protected)
     from multimodal.runs import external_inputs, load_run, predict_split_masks
 
     run = load_run(args.segmenter)
     inputs = external_inputs(run, args.config, overrides=args.set)
     frame, masks = predict_split_masks(run, inputs, "test", tta=args.tta)
+    with staged_output(args.out, "crop_lesions", protected=protected) as out:
+        rows = write_crops(run, frame, masks, inputs, cfg, args, out)
+    print(f"{len(rows)} lesion crops ({sum(r['empty_prediction'] for r in rows)} whole pictures: "
+          f"nothing predicted) -> {args.out}")
+    return 0
+
+
+def write_crops(run, frame, masks, inputs, cfg, args, out: str) -> list[dict]:
+    import pandas as pd
+    from PIL import Image
+    from tqdm import tqdm
+
+    from multimodal.data.lesion_crop import lesion_box, write_crop
+
     paths = inputs.table_frame.set_index("image_id")["image_path"]
     rows = []
     for i, image_id in enumerate(tqdm(frame["image_id"], desc="cropping", unit="img",
@@ -71,22 +83,20 @@ def main(argv=None) -> int:
             size = im.size
         mask = masks["pred"][i]
         box = lesion_box(mask, size, run.cfg.data.geometry, args.margin)
-        write_crop(source, os.path.join(args.out, "images", f"{image_id}.jpg"), box)
+        write_crop(source, os.path.join(out, "images", f"{image_id}.jpg"), box)
         rows.append({"image_id": image_id, "x0": box[0], "y0": box[1], "x1": box[2],
                      "y1": box[3], "lesion_area": float(mask.mean()),
                      "empty_prediction": not mask.any()})
     table_file = os.path.join(cfg.data.options["root"],
                               cfg.data.options.get("metadata_csv", "HAM10000_metadata.csv"))
-    shutil.copy(table_file, os.path.join(args.out, os.path.basename(table_file)))
-    pd.DataFrame(rows).to_csv(os.path.join(args.out, "crops.csv"), index=False)
-    with open(os.path.join(args.out, "crops.json"), "w") as f:
+    shutil.copy(table_file, os.path.join(out, os.path.basename(table_file)))
+    pd.DataFrame(rows).to_csv(os.path.join(out, "crops.csv"), index=False)
+    with open(os.path.join(out, "crops.json"), "w") as f:
         json.dump({"segmenter": os.path.abspath(args.segmenter), "step": run.step,
                    "config": args.config, "overrides": args.set, "margin": args.margin,
                    "tta": args.tta, "images": len(rows),
                    "empty_predictions": sum(r["empty_prediction"] for r in rows)}, f, indent=1)
-    print(f"{len(rows)} lesion crops ({sum(r['empty_prediction'] for r in rows)} whole pictures: "
-          f"nothing predicted) -> {args.out}")
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ import sys
 
 from multimodal.errors import ConfigError, RunError, cli
 
+# what an evaluation folder held before evaluations left the output marker
+EVAL_ENTRIES = ("metrics.json", "*.json", "*.csv", "*.png", "*.md", "*.html", "saliency*",
+               "overlays*")
+
 
 @cli
 def main(argv=None) -> int:
@@ -75,15 +79,21 @@ def main(argv=None) -> int:
     if args.bootstrap < 0 or args.saliency < 0 or not 0 < args.target_sensitivity <= 1:
         raise ConfigError("--bootstrap and --saliency must be >= 0, --target-sensitivity in (0, 1]")
     from multimodal.evaluation.evaluate import evaluate_run
+    from multimodal.outputs import check_output, staged_output
 
     out = args.out or os.path.join(args.checkpoint, "eval")
     if args.shifted:
         seed = args.shift_seed or 0
         args.data, tag = shifted_copy(args.checkpoint, args.shifted, seed)
         out = args.out or os.path.join(args.checkpoint, f"eval_shifted_{tag}-seed{seed}")
-    result = evaluate_run(args.checkpoint, out, args.data, args.split, args.tta,
-                          args.bootstrap, args.operating_class, args.target_sensitivity,
-                          args.saliency, data_overrides=args.set)
+    # an evaluation replaces its own earlier one, never the run or a folder of other files
+    rule = dict(overwrite=True, protected={args.checkpoint: "run being evaluated"},
+                legacy=EVAL_ENTRIES)
+    check_output(out, "evaluate", **rule)
+    with staged_output(out, "evaluate", **rule) as tmp:
+        result = evaluate_run(args.checkpoint, tmp, args.data, args.split, args.tta,
+                              args.bootstrap, args.operating_class, args.target_sensitivity,
+                              args.saliency, data_overrides=args.set)
     if result.get("task") == "segmentation":
         m = result["metrics"]
         ci = m["dice"]["ci95"]

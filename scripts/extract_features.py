@@ -15,10 +15,14 @@ training then fine-tunes the blocks above K only.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from multimodal.config import config_from_cli
 from multimodal.errors import cli
+
+# what this tool writes in its folder (the output marker lists these as its own)
+OWN_ENTRIES = ("split.csv", "features", "prepared_data.json", "prepared")
 
 
 @cli
@@ -37,10 +41,17 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     cfg = config_from_cli(args.config, args.set, args.smoke, modality="image")
+    from multimodal.data.build import dataset_folders
+    from multimodal.outputs import claim_output, record_entries
     from multimodal.training.features import extract_features
+
+    # the root is reused (one cache per encoder and settings): new, empty or its own
+    claim_output(args.root, "extract_features", protected=dataset_folders(cfg.data),
+                 legacy=OWN_ENTRIES)
 
     path, status = extract_features(cfg, args.root, args.block, args.tta, args.batch_size,
                                     show_progress=not args.no_progress)
+    record_entries(args.root, "extract_features", OWN_ENTRIES)
     print(f"{status}: {path}")
     return 0
 

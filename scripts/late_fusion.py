@@ -32,8 +32,12 @@ def main(argv=None) -> int:
         raise RunError(f"not run directories (no config.yaml): {missing}",
                        "pass folders written by scripts/train.py --workdir")
     from multimodal.ensemble.build import build_late_fusion
+    from multimodal.outputs import staged_output
 
-    summary = build_late_fusion(args.members, args.out, not args.plain_log_loss)
+    # one manifest.json: a run again replaces this tool's own folder, never a member's
+    with staged_output(args.out, "late_fusion", overwrite=True, legacy=("manifest.json",),
+                       protected={m: "member run" for m in args.members}) as out:
+        summary = build_late_fusion(args.members, out, not args.plain_log_loss)
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -17,6 +17,9 @@ import tempfile
 from multimodal.config import config_from_cli
 from multimodal.errors import cli
 
+# what this tool writes in its folder (the output marker lists these as its own)
+OWN_ENTRIES = ("prepared.json", "prepared", "downloads", "split.csv")
+
 
 @cli
 def main(argv=None) -> int:
@@ -35,6 +38,13 @@ def main(argv=None) -> int:
     from multimodal.data import prepare, splits
     from multimodal.data.inputs import split_table
 
+    from multimodal.data.build import dataset_folders
+    from multimodal.outputs import check_output, record_entries
+
+    # its own earlier output is updated in place (prepare keeps or, with --overwrite, replaces
+    # it by its inputs' digest); never the dataset or a folder of other files
+    check_output(args.out, "prepare_data", overwrite=True, protected=dataset_folders(cfg.data),
+                 legacy=OWN_ENTRIES)
     with tempfile.TemporaryDirectory() as scratch:  # a new split unless data.split_file
         table, split, column, hashes = split_table(cfg, os.path.join(scratch, "split.csv"))
     manifest = prepare.prepare(table, split, args.out, cfg.data.image_size, column=column,
@@ -42,6 +52,7 @@ def main(argv=None) -> int:
                                hashes=hashes, on_missing=cfg.data.on_missing,
                                geometry=cfg.data.geometry)
     splits.save_split(split, os.path.join(args.out, "split.csv"))  # after: --overwrite clears the folder
+    record_entries(args.out, "prepare_data", OWN_ENTRIES)
     if manifest["status"] == "unchanged":
         print(f"{args.out} is up to date (inputs sha256 {manifest['inputs_sha256'][:12]}): "
               "nothing to do")

@@ -50,7 +50,12 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     out = args.out or os.path.join("runs", f"search_{load_config(args.config).name}")
+    from multimodal.outputs import claim_output
     from multimodal.search import run_search  # jax import after the arguments are valid
+
+    # resumable (the study continues): new, empty or this tool's own folder
+    claim_output(out, "search", legacy=("search.json", "study.db", "search.lock", "trials",
+                                        "trials.csv", "search.png", "best_config.yaml"))
 
     result = run_search(args.config, args.space, out, trials=args.trials, timeout=args.timeout,
                         sampler=args.sampler, pruner=args.pruner, seed=args.seed,

@@ -16,10 +16,9 @@ run's own test rows: the rows are read from the run's split.csv.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from multimodal.errors import ConfigError, cli
+from multimodal.errors import cli
 
 
 @cli
@@ -29,7 +28,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a run directory from train.py")
-    parser.add_argument("--out", required=True, help="folder for the shifted copy (new)")
+    parser.add_argument("--out", required=True,
+                        help="folder for the shifted copy: new or empty, outside the dataset")
     parser.add_argument("--shifts", default=",".join(SHIFTS),
                         help=f"comma-separated, from: {', '.join(SHIFTS)} (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="draws of the per-image shifts")
@@ -39,11 +39,17 @@ def main(argv=None) -> int:
 
     from multimodal.data.shift import parse_shifts, shifted_copy_of_run
 
+    from multimodal.config import load_run_config
+    from multimodal.data.build import dataset_folders
+    from multimodal.outputs import check_output, staged_output
+
     shifts = parse_shifts(args.shifts)  # refuse a bad name before any work
-    if os.path.exists(os.path.join(args.out, "dataset.yaml")):
-        raise ConfigError(f"{args.out} already holds a shifted copy", "choose another --out")
-    path, rows, _ = shifted_copy_of_run(args.run, args.out, shifts, args.seed, args.split,
-                                        progress=not args.no_progress)
+    # never the run or the dataset: a copy written beside the originals would be read as them
+    protected = {args.run: "run", **dataset_folders(load_run_config(args.run).data)}
+    check_output(args.out, "shift_testset", protected=protected)
+    with staged_output(args.out, "shift_testset", protected=protected) as tmp:
+        path, rows, _ = shifted_copy_of_run(args.run, tmp, shifts, args.seed, args.split,
+                                            progress=not args.no_progress, final=args.out)
     print(f"{rows} shifted images ({','.join(shifts)}) -> {args.out}\n"
           f"evaluate: python scripts/evaluate.py --checkpoint {args.run} --data {path}")
     return 0

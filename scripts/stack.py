@@ -27,6 +27,10 @@ import sys
 from multimodal.config import MODALITIES, config_from_cli
 from multimodal.errors import cli
 
+# what a stacking build writes (the output marker lists these as its own)
+STACK_ENTRIES = ("full", "folds.csv", "fold_*", "stacker.ubj", "val_predictions.csv", "oof.csv",
+                 "manifest.json", "eval*")
+
 
 @cli
 def main(argv=None) -> int:
@@ -50,8 +54,14 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     cfg = config_from_cli(args.config, args.set, args.smoke, args.modality, args.features)
+    from multimodal.data.build import dataset_folders
     from multimodal.ensemble.build import build_stacking
+    from multimodal.outputs import claim_output
     from multimodal.training.trainer import train
+
+    # resumable: finished members are kept, so the folder is new, empty or its own
+    claim_output(args.workdir, "stacking", protected=dataset_folders(cfg.data),
+                 legacy=STACK_ENTRIES)
 
     summary = build_stacking(cfg, args.workdir, train, args.folds, args.seed,
                              args.group_context, show_progress=not args.no_progress)

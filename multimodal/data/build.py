@@ -97,3 +97,14 @@ def resolve_split(table: DatasetTable, cfg: DataConfig, save_to: str | None = No
         os.makedirs(os.path.dirname(os.path.abspath(save_to)), exist_ok=True)
         splits.save_split(split, save_to)
     return split
+
+
+def dataset_folders(cfg: DataConfig) -> dict:
+    """{folder: "dataset folder"} for every path of the data section (a file's folder):
+    what no tool may write into (multimodal.outputs)."""
+    folders = {}
+    for value in (cfg.options or {}).values():
+        if isinstance(value, str) and value and os.path.exists(value):
+            folder = value if os.path.isdir(value) else os.path.dirname(os.path.abspath(value))
+            folders[folder] = "dataset folder"
+    return folders

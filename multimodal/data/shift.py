@@ -72,11 +72,12 @@ def shift_image(image: Image.Image, shifts, rng: np.random.Generator) -> tuple[I
 
 
 def write_shifted_copy(table, image_ids, out: str, shifts, seed: int = 0,
-                       progress: bool = True) -> str:
+                       progress: bool = True, final: str | None = None) -> str:
     """The rows `image_ids` of `table`, each picture shifted, as a dataset any config can
     read: `out/images/<id>.png` (lossless: only the `jpeg` shift adds artefacts),
     `out/labels.csv` (label, group, raw metadata) and `out/shifts.csv` (the parameters each
-    picture drew). Returns the path of `out/dataset.yaml`, a `csv`-source config."""
+    picture drew). Returns the path of `out/dataset.yaml`, a `csv`-source config (`final`:
+    the folder the copy will be renamed to, which its paths name; default `out`)."""
     import json
     import os
 
@@ -103,7 +104,8 @@ def write_shifted_copy(table, image_ids, out: str, shifts, seed: int = 0,
     pd.DataFrame(drawn).to_csv(os.path.join(out, "shifts.csv"), index=False)
     config = {"name": f"{table.name}_shifted",
               "data": {"source": "csv", "options": {
-                  "csv": os.path.abspath(os.path.join(out, "labels.csv")), "image_column": "image",
+                  "csv": os.path.abspath(os.path.join(final or out, "labels.csv")),
+                  "image_column": "image",
                   "label_column": "label", "group_column": "group_id", "id_column": "image_id",
                   "metadata": {k: str(v) for k, v in table.metadata.items()},
                   "classes": list(table.classes), "name": f"{table.name}_shifted"}}}
@@ -113,15 +115,16 @@ def write_shifted_copy(table, image_ids, out: str, shifts, seed: int = 0,
                 f"# {len(rows)} rows of {table.name}, shifts {','.join(shifts)}, seed {seed}\n")
         yaml.safe_dump(config, f, sort_keys=False)
     os.replace(path + ".tmp", path)
-    return path
+    return os.path.join(final or out, "dataset.yaml")
 
 
 def shifted_copy_of_run(run_dir: str, out: str, shifts, seed: int = 0, split: str = "test",
-                        progress: bool = True, reuse: bool = False) -> tuple[str, int, bool]:
+                        progress: bool = True, reuse: bool = False,
+                        final: str | None = None) -> tuple[str, int, bool]:
     """Write the shifted copy of a run's `split` rows (read from its split.csv, so never any
     other rows) into `out`. Returns the path of its dataset.yaml, the number of rows and
     whether an existing copy was reused (`reuse`: only one of exactly these rows, made in
-    `out` itself; any other is written again)."""
+    `out` itself; any other is written again). `final`: where `out` will be renamed to."""
     import os
 
     import pandas as pd
@@ -153,4 +156,5 @@ def shifted_copy_of_run(run_dir: str, out: str, shifts, seed: int = 0, split: st
         ids = pd.read_csv(labels, usecols=["image_id"], dtype=str)["image_id"]
         if written_for == labels and sorted(ids) == sorted(rows.astype(str)):
             return path, len(rows), True
-    return write_shifted_copy(table, rows, out, shifts, seed, progress=progress), len(rows), False
+    path = write_shifted_copy(table, rows, out, shifts, seed, progress=progress, final=final)
+    return path, len(rows), False

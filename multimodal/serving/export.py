@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 from multimodal.errors import ConfigError, RunError
 from multimodal.serving.explain import stacker_columns
@@ -80,32 +79,32 @@ def export_single(model: SingleModel, out: str) -> dict:
     return manifest
 
 
+# everything an export wrote before exports left the output marker (multimodal.outputs)
+EXPORT_ENTRIES = (MODEL_FILE, "manifest.json", "classes.json", "preprocessing.json",
+                  "metadata_encoder.json", "members", "stacker.ubj",
+                  "stacker_metadata_encoder.json")
+
+
 def export_model(checkpoint: str, out: str, overwrite: bool = False) -> dict:
-    """Export a run or an ensemble directory to `out` (refused when it holds files, unless
-    `overwrite`); written in a temporary folder and renamed when complete."""
+    """Export a run or an ensemble directory to `out`: a new or empty folder, or (with
+    `overwrite`) an earlier export; never the run itself or a folder of other files.
+    Written in a temporary sibling and renamed into place when complete."""
+    from multimodal.outputs import check_output, staged_output
     from multimodal.serving.ensemble import EnsembleModel
     from multimodal.serving.predictor import Predictor
 
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)) and not overwrite:
-        raise ConfigError(f"{out} already exists and is not empty",
-                          "pass --overwrite or choose another --out")
+    protected = {checkpoint: "run being exported"}
+    check_output(out, "export", overwrite, protected=protected, legacy=EXPORT_ENTRIES)
     predictor = Predictor.open(checkpoint)
     if predictor.kind.startswith("exported"):
         raise ConfigError(f"{checkpoint} is already an exported model; copy the folder")
-    tmp = out.rstrip("/") + ".tmp-export"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    with staged_output(out, "export", overwrite, protected=protected,
+                       legacy=EXPORT_ENTRIES) as tmp:
         model = predictor.model
         if isinstance(model, EnsembleModel):
             manifest = _export_ensemble(model, checkpoint, tmp)
         else:
             manifest = export_single(model, tmp)
-        if os.path.exists(out):
-            shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
-        os.rename(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 

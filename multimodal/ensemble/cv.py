@@ -1,0 +1,158 @@
+"""Grouped K-fold cross-validation of one config: the unit of evidence for a choice.
+
+The development rows are the base split's train and val rows (the config's own split, as
+`train.py` makes it); its test rows are never trained, validated or chosen on. They are cut
+into K grouped, stratified folds. Fold k's run trains on the other folds less a grouped
+tenth of them, which picks its checkpoint (never fold k itself), and predicts fold k. The
+K predictions pooled are the out-of-fold (OOF) predictions of every development row:
+about four times the test split's rows, so intervals about half as wide.
+
+    workdir/cv.json                what ran (config digest, K, seed); a rerun must match
+    workdir/folds.csv              image_id, group_id, label, fold of the development rows
+    workdir/fold_k/                fold k's run (its fold_split.csv: train / val / test=fold k)
+    workdir/oof/predictions.csv    pooled OOF predictions (compare.py and evaluate-style reads)
+    workdir/oof/metrics.json       pooled metrics with lesion-bootstrap intervals, fold mean/sd
+    workdir/test/fold_k.csv        fold k's model on the base test rows (only when asked)
+
+Every fold is a run: a finished one is reused, an interrupted one resumed, so the whole
+command picks up where a crash or a stop left it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import numpy as np
+import pandas as pd
+
+from multimodal.config import Config
+from multimodal.data.build import load_table, resolve_split
+from multimodal.data.splits import grouped_kfold, save_split, train_val_test
+from multimodal.ensemble.members import member_predictions, prob_columns
+from multimodal.ensemble.oof import check_out_of_fold, train_once
+from multimodal.errors import ConfigError, RunError
+from multimodal.evaluation.context import arrays
+from multimodal.evaluation.metrics import evaluate_predictions, point_metrics
+from multimodal.outputs import write_atomic
+
+INNER_VAL = 0.1  # the grouped share of each fold's training rows that picks its checkpoint
+
+
+def config_digest(cfg: Config) -> str:
+    text = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def development_folds(cfg: Config, k: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(base split, K grouped stratified folds of its train+val rows)."""
+    table = load_table(cfg.data)
+    data = dataclasses.replace(cfg.data, fold=None)
+    base = resolve_split(table, data)
+    dev = base[base["split"] != "test"]
+    folds = grouped_kfold(table.subset(dev["image_id"]), k, seed,
+                          stratify=tuple(cfg.data.stratify), by=cfg.data.split_by)
+    return base, folds
+
+
+def fold_run_split(cfg: Config, folds: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
+    """Fold k: test = fold k, val = a grouped stratified tenth of the other folds, train
+    the rest."""
+    table = load_table(cfg.data)
+    rest = folds[folds["fold"] != k]
+    inner = train_val_test(table.subset(rest["image_id"]), val=INNER_VAL, test=0.0,
+                           seed=seed + 1 + k, stratify=tuple(cfg.data.stratify),
+                           by=cfg.data.split_by)
+    held = folds.loc[folds["fold"] == k, ["image_id", "group_id", "label"]].assign(split="test")
+    return pd.concat([inner, held], ignore_index=True)
+
+
+def _check_same(workdir: str, record: dict) -> None:
+    path = os.path.join(workdir, "cv.json")
+    if not os.path.exists(path):
+        write_atomic(path, json.dumps(record, indent=1))
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    differ = [key for key in record if saved.get(key) != record[key]]
+    if differ:
+        raise RunError(f"{workdir} holds a cross-validation of another setting ({differ} "
+                       "differ)", "pass another --workdir, or the same config, folds and seed")
+
+
+def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
+           score_test: bool = False, show_progress: bool = True) -> dict:
+    """Train (or reuse) the K fold runs, pool their OOF predictions, write the summary.
+
+    `train_fn(cfg, run_dir, resume=..., show_progress=...)` is the trainer's `train`.
+    """
+    if k < 3:
+        raise ConfigError(f"--folds {k}: cross-validation needs at least 3 folds",
+                          "pass --folds 3 (screening) or 5 (final rows)")
+    if cfg.task != "classification":
+        raise ConfigError(f"cross-validation scores classifiers; this config's task is "
+                          f"{cfg.task}")
+    _check_same(workdir, {"config_digest": config_digest(cfg), "folds": k, "seed": seed,
+                          "name": cfg.name, "modality": cfg.modality})
+    base, folds = development_folds(cfg, k, seed)
+    save_split(base, os.path.join(workdir, "base_split.csv"))
+    save_split(folds, os.path.join(workdir, "folds.csv"))
+    parts, fold_metrics = [], []
+    for j in range(k):
+        run_dir = os.path.join(workdir, f"fold_{j}")
+        split_path = os.path.join(run_dir, "fold_split.csv")
+        split = fold_run_split(cfg, folds, j, seed)
+        save_split(split, split_path)
+        cfg_j = dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, split_file=split_path, fold=None))
+        train_once(train_fn, cfg_j, run_dir, show_progress)
+        cached = os.path.join(run_dir, "oof_predictions.csv")
+        if os.path.exists(cached):
+            preds = pd.read_csv(cached, dtype={"image_id": str, "group_id": str, "label": str})
+        else:
+            preds = member_predictions(run_dir, splits=("test",))[0]["test"]
+            write_atomic(cached, preds.to_csv(index=False))
+        check_out_of_fold(preds["image_id"], split, j)
+        classes = [c[len("prob_"):] for c in preds.columns if c.startswith("prob_")]
+        labels, _, probs = arrays(preds, classes)
+        fold_metrics.append(point_metrics(labels, probs))
+        parts.append(preds.assign(fold=j))
+        if score_test:
+            test_predictions(run_dir, base, os.path.join(workdir, "test", f"fold_{j}.csv"))
+    oof = pd.concat(parts, ignore_index=True)
+    return summarise(oof, fold_metrics, workdir, cfg)
+
+
+def test_predictions(run_dir: str, base: pd.DataFrame, out: str) -> pd.DataFrame:
+    """A fold run's predictions on the base split's test rows (the fold average's input)."""
+    if os.path.exists(out):
+        return pd.read_csv(out, dtype={"image_id": str, "group_id": str, "label": str})
+    from multimodal.runs import load_run, predict_split, rows_inputs
+
+    run = load_run(run_dir)
+    rows = base.loc[base["split"] == "test", ["image_id", "group_id", "label"]]
+    preds = predict_split(run, rows_inputs(run, rows, os.path.join(run_dir, "base_test")),
+                          "test")
+    write_atomic(out, preds.to_csv(index=False))
+    return preds
+
+
+def summarise(oof: pd.DataFrame, fold_metrics: list[dict], workdir: str, cfg: Config) -> dict:
+    classes = [c[len("prob_"):] for c in oof.columns if c.startswith("prob_")]
+    labels, _, probs = arrays(oof, classes)
+    pooled = evaluate_predictions(labels, probs, oof["group_id"].to_numpy(), classes)
+    spread = {m: {"mean": float(np.mean([f[m] for f in fold_metrics])),
+                  "sd": float(np.std([f[m] for f in fold_metrics], ddof=1))}
+              for m in fold_metrics[0]}
+    summary = {"kind": "cross_validation", "name": cfg.name, "modality": cfg.modality,
+               "folds": len(fold_metrics), "rows": int(len(oof)), **pooled,
+               "fold_metrics": fold_metrics, "fold_spread": spread}
+    os.makedirs(os.path.join(workdir, "oof"), exist_ok=True)
+    write_atomic(os.path.join(workdir, "oof", "predictions.csv"),
+                 oof[["image_id", "group_id", "label", "fold", "predicted",
+                      *prob_columns(classes),
+                      *[c for c in oof.columns if c.startswith("logit_")]]].to_csv(index=False))
+    write_atomic(os.path.join(workdir, "oof", "metrics.json"), json.dumps(summary, indent=1))
+    return summary

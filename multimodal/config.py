@@ -16,6 +16,7 @@ of it but the errors, and it owns the modality and fusion choices.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -197,7 +198,10 @@ def _check_type(path: str, value: Any, hint) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0])
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        # NaN passes every range check (all its comparisons are false) and fails later
+        raise ConfigError(f"{path}: {value!r} is not a finite number")
     base = origin or hint
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):
         raise ConfigError(f"{path}: expected {getattr(base, '__name__', base)}, "
@@ -210,7 +214,7 @@ def _build(cls, data: dict, prefix: str = ""):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(str(k) for k in data if k not in names)  # YAML keys may be null or 1
     if unknown:
         raise ConfigError(f"unknown key(s) {[prefix + k for k in unknown]}; "
                           f"valid keys: {sorted(prefix + n for n in names)}")
@@ -229,7 +233,7 @@ def _build(cls, data: dict, prefix: str = ""):
 
 
 def _set_path(tree: dict, dotted: str, value) -> None:
-    keys = dotted.split(".")
+    keys = str(dotted).split(".")
     node = tree
     for key in keys[:-1]:
         node = node.setdefault(key, {})
@@ -239,22 +243,33 @@ def _set_path(tree: dict, dotted: str, value) -> None:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
+    """`key=value` with the value parsed as YAML (`[a, b]` a list, `null` None)."""
     if "=" not in text:
         raise ConfigError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    if not raw.strip():
+        return key.strip(), ""
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key.strip()}: {raw!r} is not a YAML value "
+                          f"({_yaml_problem(exc)})",
+                          f"quote a text value: --set '{key.strip()}=\"...\"'") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's problem in one short phrase (its message spans several lines)."""
+    return " ".join(str(getattr(exc, "problem", None) or exc).split())
 
 
 def load_config(path: str | None = None, overrides=(), smoke: bool = False,
                 modality: str | None = None, task: str | None = None) -> Config:
     """Read a YAML config, apply smoke overrides, then `key=value` overrides, and check it."""
-    tree: dict = {}
-    if path:
-        if not os.path.exists(path):
-            raise ConfigError(f"config file not found: {path}")
-        with open(path) as f:
-            tree = yaml.safe_load(f) or {}
+    tree = _read_config_file(path) if path else {}
     smoke_overrides = tree.pop("smoke", {}) or {}
+    if not isinstance(smoke_overrides, dict):
+        raise ConfigError(f"{path}: smoke: expected a mapping of key: value overrides, got "
+                          f"{smoke_overrides!r}")
     if smoke:
         for key, value in smoke_overrides.items():
             _set_path(tree, key, value)
@@ -268,9 +283,31 @@ def load_config(path: str | None = None, overrides=(), smoke: bool = False,
     return config_from_dict(tree)
 
 
+def _read_config_file(path: str) -> dict:
+    """The YAML mapping in a config file; a missing, unreadable or non-mapping file is a
+    ConfigError naming it."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = yaml.safe_load(f)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})",
+                          "save the config as UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({_yaml_problem(exc)})") from None
+    if not isinstance(tree or {}, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, model, train), got "
+                          f"{type(tree).__name__}", "see configs/ham10000_sample.yaml")
+    return tree or {}
+
+
 def config_from_dict(tree: dict) -> Config:
-    """A checked `Config` from a mapping (a parsed YAML file), `${VAR}` paths expanded."""
-    cfg = _build(Config, expand(tree))
+    """A checked `Config` from a mapping (a parsed YAML file), `${VAR}` paths expanded:
+    the defaults' too (data.options.root is `${MULTIMODAL_SAMPLE}` when a file omits it)."""
+    cfg = _build(Config, _over(expand(Config().to_dict()), expand(tree)))
     _check_task(cfg)
     for column, kind in (cfg.data.metadata_encoding or {}).items():
         if kind != "binned":
@@ -281,6 +318,15 @@ def config_from_dict(tree: dict) -> Config:
         raise ConfigError(f"data.val ({cfg.data.val}) + data.test ({cfg.data.test}) leave no "
                           "training data (their sum must be below 0.95)")
     return cfg
+
+
+def _over(defaults: dict, tree: dict) -> dict:
+    """`tree` over `defaults`, section by section (a section's own mapping values, such as
+    data.options, replace the default whole)."""
+    if not isinstance(tree, dict):
+        return tree
+    return {**defaults, **{k: _over(defaults[k], v) if isinstance(defaults.get(k), dict)
+                           and k in ("data", "model", "train") else v for k, v in tree.items()}}
 
 
 def _check_task(cfg: Config) -> None:

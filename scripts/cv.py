@@ -58,12 +58,14 @@ def main(argv=None) -> int:
                           "pass --folds 3 (screening) or 5 (final rows)")
     cfg = config_from_cli(args.config, args.set, args.smoke, args.modality)
     from multimodal.ensemble.cv import run_cv
+    from multimodal.evaluation.crossval import summarise_cv
     from multimodal.outputs import claim_output, record_entries
     from multimodal.training.trainer import train
 
     claim_output(args.workdir, "cross-validation")
-    summary = run_cv(cfg, args.workdir, train, args.folds, args.seed, args.score_test,
-                     show_progress=not args.no_progress)
+    run_cv(cfg, args.workdir, train, args.folds, args.seed, args.score_test,
+           show_progress=not args.no_progress)
+    summary = summarise_cv(args.workdir, extra={"name": cfg.name, "modality": cfg.modality})
     record_entries(args.workdir, "cross-validation",
                    [e for e in os.listdir(args.workdir) if e in CV_ENTRIES or e.startswith("fold_")])
     print(summary_line(summary))

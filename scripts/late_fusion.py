@@ -31,6 +31,9 @@ def main(argv=None) -> int:
     if missing:
         raise RunError(f"not run directories (no config.yaml): {missing}",
                        "pass folders written by scripts/train.py --workdir")
+    from multimodal.ensemble.arguments import check_late_fusion_members
+
+    check_late_fusion_members(args.members)  # one run, or one run twice, fuses nothing
     from multimodal.ensemble.build import build_late_fusion
     from multimodal.outputs import staged_output
 

@@ -6,7 +6,11 @@
 
 Inputs: image files, folders (their images, sorted; not recursive) and CSV files with a
 column `image_path` (or `path`, `image`, `file`; relative to the CSV's folder) and
-metadata columns named like the model's fields (blank = missing).
+metadata columns named like the model's fields (blank = missing; `nan` is refused). A
+column that looks like a misspelt field (`Age`, `gender`, `localisation`) is refused with
+the model's fields; other columns (dx, lesion_id, notes) are ignored.
+Limits: --max-file-mb, --max-pixels, --max-aspect (long side / short side) refuse an image
+file before it is decoded; raise them for a genuine large or elongated image.
 Metadata: --age, --sex, --localization or --meta FIELD=VALUE apply to every image; a
 CSV's non-blank cells take precedence. A field not given is masked as in training, never
 invented; an unknown value is refused with the accepted ones.
@@ -69,8 +73,26 @@ def _csv_items(path: str) -> list[dict]:
             raise DataError(f"blank {column}", file=path, line=line)
         given = {k: v for k, v in row.items() if k and k != column and v not in (None, "")}
         items.append({"path": image if os.path.isabs(image) else os.path.join(base, image),
-                      "given": given, "where": (path, line)})
+                      "given": given, "where": (path, line),
+                      "columns": [k for k in rows[0] if k and k != column]})
     return items
+
+
+def check_columns(predictor, items) -> None:
+    """Refuse a CSV column that looks like a model field but is not one (`Age`, `gender`):
+    its values would be ignored and the prediction made without them, silently."""
+    from multimodal.serving.fields import resembles
+
+    fields = list(predictor.vocabulary)
+    for path, columns in {item["where"][0]: item["columns"] for item in items
+                          if item["where"]}.items():
+        odd = [(c, resembles(c, fields)) for c in columns if c not in predictor.vocabulary]
+        odd = [f"{c!r} (for {f!r}?)" for c, f in odd if f]
+        if odd:
+            raise DataError(f"column(s) {', '.join(odd)} are not fields of this model, whose "
+                            f"metadata fields are {fields}", file=path, line=1,
+                            hint="rename the column(s) to the field names (or to something "
+                            "else when they hold other data)")
 
 
 def flags_metadata(args) -> dict:
@@ -172,9 +194,19 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-bad", action="store_true",
                         help="warn about unreadable images and go on (default: stop)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--max-file-mb", type=float, default=256.0,
+                        help="largest image file read, in MiB (default 256)")
+    parser.add_argument("--max-pixels", type=int, default=40_000_000,
+                        help="largest image in pixels (decompression bombs; default 40M)")
+    parser.add_argument("--max-aspect", type=float, default=10.0,
+                        help="largest ratio of long to short side (default 10)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")
+    if not (args.max_file_mb > 0 and args.max_pixels > 0 and args.max_aspect >= 1):
+        raise ConfigError(f"--max-file-mb {args.max_file_mb:g}, --max-pixels {args.max_pixels}, "
+                          f"--max-aspect {args.max_aspect:g}: sizes must be positive and the "
+                          "aspect ratio at least 1")
     path = args.checkpoint or args.model
     if args.model and not os.path.isdir(args.model):
         raise ConfigError(f"--model {args.model}: no such folder",
@@ -182,6 +214,7 @@ def main(argv=None) -> int:
     items = collect(args.inputs)
     flags = flags_metadata(args)
 
+    from PIL import Image
     from tqdm import tqdm
 
     from multimodal.serving.images import ImageInputError, read_image_file
@@ -189,7 +222,10 @@ def main(argv=None) -> int:
     from multimodal.serving.predictor import Predictor
 
     predictor = Predictor.open(path)
+    check_columns(predictor, items)
     rows = [check_row(predictor, item, flags) for item in items]  # all checked before work
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, args.max_pixels)  # ours decides
+    limits = (int(args.max_file_mb * 2**20), args.max_pixels, args.max_aspect)
     if args.saliency:
         os.makedirs(args.saliency, exist_ok=True)
     results, used = [], set()
@@ -199,7 +235,10 @@ def main(argv=None) -> int:
         chunk, pictures, kept = items[start:start + args.batch_size], [], []
         for k, item in enumerate(chunk):
             try:
-                pictures.append(read_image_file(item["path"]) if predictor.uses_image else None)
+                picture = read_image_file(item["path"], *limits) if predictor.uses_image else None
+                if picture is not None:
+                    predictor.check_picture(picture, item["path"])
+                pictures.append(picture)
                 kept.append(start + k)
             except ImageInputError as exc:
                 if not args.skip_bad:

@@ -31,23 +31,29 @@ def main(argv=None) -> int:
                         help="largest accepted upload in MiB (default 20)")
     parser.add_argument("--max-pixels", type=int, default=40_000_000,
                         help="largest accepted image in pixels (decompression bombs; default 40M)")
+    parser.add_argument("--max-aspect", type=float, default=10.0,
+                        help="largest ratio of an image's long to short side (default 10)")
     parser.add_argument("--saliency-steps", type=int, default=16,
                         help="integrated-gradient steps per saliency map (default 16)")
     args = parser.parse_args(argv)
     if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.saliency_steps < 1:
         raise ConfigError("--max-upload-mb, --max-pixels and --saliency-steps must be positive")
+    if args.max_aspect < 1:
+        raise ConfigError(f"--max-aspect {args.max_aspect:g}: an aspect ratio is at least 1")
     if not 0 <= args.port < 65536:
         raise ConfigError(f"--port {args.port} is not a port number (0-65535)")
 
     import uvicorn
+    from PIL import Image
 
     from multimodal.serving.app import create_app, warm_up
     from multimodal.serving.predictor import Predictor
 
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, args.max_pixels)  # ours decides
     predictor = Predictor.open(args.checkpoint or args.model)
     warm_up(predictor, args.saliency_steps)
     app = create_app(predictor, int(args.max_upload_mb * 2**20), args.max_pixels,
-                     args.saliency_steps)
+                     args.saliency_steps, args.max_aspect)
     print(f"serving {args.checkpoint or args.model} on http://{args.host}:{args.port} "
           "(Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -25,7 +25,7 @@ import json
 import sys
 
 from multimodal.config import MODALITIES, config_from_cli
-from multimodal.errors import cli
+from multimodal.errors import ConfigError, cli
 
 # what a stacking build writes (the output marker lists these as its own)
 STACK_ENTRIES = ("full", "folds.csv", "fold_*", "stacker.ubj", "val_predictions.csv", "oof.csv",
@@ -36,7 +36,15 @@ STACK_ENTRIES = ("full", "folds.csv", "fold_*", "stacker.ubj", "val_predictions.
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config of the members")
+    parser.add_argument("--config", help="YAML config of the members (not with --cv)")
+    parser.add_argument("--cv", nargs="+", metavar="CV_DIR",
+                        help="stack the fold models of these cross-validation folders "
+                             "(scripts/cv.py, same folds) instead of training members")
+    parser.add_argument("--bootstrap", type=int, default=1000,
+                        help="with --cv: lesion resamples for the intervals (default 1000)")
+    parser.add_argument("--score-test", action="store_true",
+                        help="with --cv: also score the base test rows (fold-model averages; "
+                             "once per final configuration)")
     parser.add_argument("--modality", choices=MODALITIES, default="image",
                         help="the members' modality (default image: metadata enters the stacker)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -53,7 +61,15 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="the config's tiny smoke variant")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.cv:
+        return stack_cross_validation(args)
+    if not args.config:
+        raise ConfigError("stack.py needs --config (members to train) or --cv (CV folders)",
+                          "e.g. --cv runs/cv_image runs/cv_image_meta")
     cfg = config_from_cli(args.config, args.set, args.smoke, args.modality, args.features)
+    from multimodal.ensemble.arguments import check_stacking_folds
+
+    check_stacking_folds(cfg, args.folds)  # before the member trains and workdir is claimed
     from multimodal.data.build import dataset_folders
     from multimodal.ensemble.build import build_stacking
     from multimodal.outputs import claim_output
@@ -68,6 +84,32 @@ def main(argv=None) -> int:
     print(json.dumps(summary, indent=1))
     print(f"stacking ensemble -> {args.workdir} (evaluate: scripts/evaluate.py --checkpoint "
           f"{args.workdir})")
+    return 0
+
+
+def stack_cross_validation(args) -> int:
+    import os
+
+    from multimodal.errors import RunError
+    from multimodal.evaluation.crossval import stack_report
+    from multimodal.outputs import claim_output
+
+    if args.config or args.features or args.set or args.folds is not None:
+        raise ConfigError("--cv stacks finished cross-validations: --config, --set, "
+                          "--features and --folds belong to the CV runs", "drop them")
+    if args.bootstrap < 10:
+        raise ConfigError(f"--bootstrap {args.bootstrap}: an interval needs at least 10 "
+                          "resamples", "use the default 1000")
+    for cv in args.cv:
+        if not os.path.exists(os.path.join(cv, "cv.json")):
+            raise RunError(f"{cv} is not a cross-validation folder (no cv.json)",
+                           "make one: python scripts/cv.py --config C --folds 5 --workdir "
+                           f"{cv} --score-test")
+    claim_output(args.workdir, "stacking", protected={c: "cross-validation" for c in args.cv})
+    result = stack_report(args.cv, args.workdir, args.seed, args.score_test, args.bootstrap)
+    with open(os.path.join(args.workdir, "systems.md")) as f:
+        print(f.read())
+    print(f"-> {args.workdir}/systems.md ({len(result['systems'])} systems)")
     return 0
 
 

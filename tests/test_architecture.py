@@ -11,7 +11,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "multimodal"
 
 # left to right; a module may import its own layer and any layer to its left
 LAYERS = [
-    {"errors", "config", "metrics"},  # the base: no other part of the package
+    {"errors", "config", "metrics", "outputs"},  # the base: no other part of the package
     {"data"},
     {"models"},
     {"training"},

@@ -27,6 +27,7 @@ UNKNOWN = "unknown"
 KINDS = ("numeric", "categorical", "ordinal", "binned")
 BINS = 8  # quantile bins of a binned column
 _MISSING_TEXT = {"", "unknown", "nan", "none"}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def is_missing(value) -> bool:
@@ -34,6 +35,42 @@ def is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or str(
         value
     ).strip().lower() in _MISSING_TEXT
+
+
+def _numbers(col) -> np.ndarray:
+    """A column as float64 with every cell that is not a finite number (text, "inf", an
+    int beyond float range, a list) NaN: missing, alike when fitting and encoding."""
+    try:
+        values = pd.to_numeric(col, errors="coerce").to_numpy(float)
+    except (OverflowError, TypeError, ValueError):  # e.g. 10**400: pandas gives up on it
+        values = np.array([_number(v) for v in col], float)
+    return np.where(np.isfinite(values), values, np.nan)
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (OverflowError, TypeError, ValueError):
+        return float("nan")
+
+
+def _check_stats(name: str, stats: dict) -> None:
+    """Values near float's limits overflow the mean, spread or range: refuse them here
+    rather than write a model input of inf."""
+    numbers = [v for v in stats.values() if isinstance(v, float)] + list(stats.get("edges", []))
+    if not all(np.isfinite(numbers)):
+        raise DataError(f"metadata column {name!r}: values too large to standardise",
+                        hint="check the column for typing or unit errors")
+
+
+def _check_scaled(name: str, values: np.ndarray, scaled: np.ndarray) -> None:
+    """A value whose encoding overflows float32 (e.g. an age of 1e300) is refused, not
+    passed to the model as inf."""
+    bad = np.isfinite(values) & ~(np.abs(scaled) <= _FLOAT32_MAX)
+    if bad.any():
+        raise DataError(f"metadata column {name!r}: {values[bad][0]:g} is too large to encode",
+                        hint="check the value for a typing or unit error; leave the cell blank "
+                             "when it is unknown")
 
 
 class MetadataEncoder:
@@ -46,6 +83,10 @@ class MetadataEncoder:
 
     # -- fitting -----------------------------------------------------------------
     def fit(self, frame: pd.DataFrame) -> MetadataEncoder:
+        with np.errstate(over="ignore", invalid="ignore"):  # _check_stats refuses overflows
+            return self._fit(frame)
+
+    def _fit(self, frame: pd.DataFrame) -> MetadataEncoder:
         stats = {}
         for name, kind in self.columns.items():
             if name not in frame.columns:
@@ -55,7 +96,7 @@ class MetadataEncoder:
                 seen = sorted({str(v).strip() for v in col if not is_missing(v)})
                 stats[name] = {"categories": seen}
             else:
-                values = pd.to_numeric(col, errors="coerce").to_numpy(float)
+                values = _numbers(col)
                 ok = values[np.isfinite(values)]  # "inf" in a CSV counts as missing
                 if kind == "binned":
                     inner = np.quantile(ok, np.linspace(0, 1, BINS + 1)[1:-1]) if ok.size else []
@@ -68,6 +109,7 @@ class MetadataEncoder:
                     lo = float(ok.min()) if ok.size else 0.0
                     hi = float(ok.max()) if ok.size else 1.0
                     stats[name] = {"min": lo, "max": hi if hi > lo else lo + 1.0}
+            _check_stats(name, stats[name])
         self.stats = stats
         return self
 
@@ -114,7 +156,7 @@ class MetadataEncoder:
                 ]
                 block[np.arange(n), idx] = 1.0
             elif kind == "binned":
-                values = pd.to_numeric(col, errors="coerce").to_numpy(float)
+                values = _numbers(col)
                 edges = st["edges"]
                 finite = np.isfinite(values)
                 idx = np.where(finite, np.searchsorted(edges, np.where(finite, values, 0.0),
@@ -122,12 +164,13 @@ class MetadataEncoder:
                 block = np.zeros((n, len(edges) + 2), np.float32)
                 block[np.arange(n), idx] = 1.0
             else:
-                values = pd.to_numeric(col, errors="coerce").to_numpy(float)
+                values = _numbers(col)
                 missing = np.isnan(values)
                 if kind == "numeric":
                     scaled = (values - st["mean"]) / st["std"]
                 else:
                     scaled = (values - st["min"]) / (st["max"] - st["min"])
+                _check_scaled(name, values, scaled)
                 block = np.stack([np.where(missing, 0.0, scaled), missing], 1).astype(np.float32)
             blocks.append(block)
         return np.concatenate(blocks, 1) if blocks else np.zeros((n, 0), np.float32)

@@ -79,13 +79,25 @@ def resize_short_side(image: Image.Image, size: int) -> Image.Image:
     return geometry_lib.short_side(image, size)
 
 
+def read_rgb(path: str) -> Image.Image:
+    """The picture at `path` decoded whole, as RGB. A file that does not decode (truncated,
+    empty, not an image) is a DataError naming it: what PIL raises differs by format and
+    damage (OSError, SyntaxError, struct.error, DecompressionBombError, ...)."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - any decoder failure makes the file unusable
+        raise DataError(f"unreadable image ({type(exc).__name__}: {' '.join(str(exc).split())})",
+                        path, hint="replace the file, or set data.on_missing=drop to leave "
+                                   "its row out") from None
+
+
 def encode_image(path: str, size: int, encoding: str, quality: int = 95,
                  geometry: str = "crop") -> bytes:
-    with Image.open(path) as im:
-        im = geometry_lib.for_storage(im.convert("RGB"), size, geometry)
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG" if encoding == "jpeg" else "PNG", quality=quality)
-        return buf.getvalue()
+    im = geometry_lib.for_storage(read_rgb(path), size, geometry)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG" if encoding == "jpeg" else "PNG", quality=quality)
+    return buf.getvalue()
 
 
 def encode_mask(path: str, size: int, geometry: str = "crop") -> bytes:
@@ -197,7 +209,9 @@ def prepare(table: DatasetTable, split: pd.DataFrame, out_dir: str, image_size: 
     def safe_record(row):
         try:
             return _record(row, table, image_size, encoding, geometry)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        except DataError as exc:  # the image (read_rgb) does not decode
+            return exc.problem
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # e.g. the mask
             return f"unreadable image ({type(exc).__name__}: {exc})"
 
     def generate(rows):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from multimodal.errors import DataError, LeakageError
-from multimodal.data.table import DatasetTable
+from multimodal.data.table import DatasetTable, parse_csv
 from multimodal.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
@@ -131,11 +131,17 @@ def load_split(path, table: DatasetTable) -> pd.DataFrame:
         raise DataError("split file not found", path,
                         hint="point data.split_file at an existing CSV, or unset it "
                              "(--set data.split_file=null) to make a grouped split")
-    split = pd.read_csv(path, dtype={"image_id": str, "group_id": str, "label": str,
-                                     "split": str})
+    split = parse_csv(path, dtype={"image_id": str, "group_id": str, "label": str,
+                                   "split": str, "fold": str})
+    if split.empty:
+        raise DataError("no rows below the header", path,
+                        hint="a split file lists every image with its split or fold")
     if "image_id" not in split.columns:
         raise DataError("a split file needs an 'image_id' column", path, 1,
                         hint="columns: image_id, group_id, label and split or fold")
+    blank = split["image_id"].isna()
+    if blank.any():
+        raise DataError("a row without an image_id", path, int(np.flatnonzero(blank)[0]) + 2)
     if "split" not in split.columns and "fold" not in split.columns:
         raise DataError("a split file needs a 'split' (train/val/test) or 'fold' (0..K-1) "
                         "column", path, 1)
@@ -164,10 +170,13 @@ def load_split(path, table: DatasetTable) -> pd.DataFrame:
 def _fold_values(values: pd.Series, path) -> pd.Series:
     """Folds as integers 0..K-1 with every fold present; a DataError names the first bad row."""
     numbers = pd.to_numeric(values, errors="coerce")
-    bad = numbers.isna() | (numbers < 0) | (numbers != numbers.round())
+    # every fold is present, so K is at most the number of rows: a larger fold is a typo
+    bad = ~numbers.between(0, len(values) - 1) | (numbers != numbers.round())
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"fold {values.iloc[row]!r} is not an integer 0..K-1", path, row + 2)
+        value = "(empty)" if pd.isna(values.iloc[row]) else repr(values.iloc[row])
+        raise DataError(f"fold {value} is not an integer 0..K-1 (K at most the file's "
+                        f"{len(values)} rows)", path, row + 2)
     folds = numbers.astype(int)
     absent = sorted(set(range(folds.max() + 1)) - set(folds))
     if absent:

@@ -58,10 +58,19 @@ def require_columns(frame: pd.DataFrame, columns, file) -> None:
 
 def read_csv(path, **kwargs) -> pd.DataFrame:
     """Read a CSV keeping every field as text and recording each row's file line."""
+    frame = parse_csv(path, dtype=str, keep_default_na=False, **kwargs)
+    if frame.empty:
+        raise DataError("no rows below the header", path)
+    frame["_line"] = np.arange(len(frame)) + 2  # header is line 1
+    return frame
+
+
+def parse_csv(path, **kwargs) -> pd.DataFrame:
+    """`pd.read_csv`, with a missing, empty, non-UTF-8 or malformed file a DataError naming it."""
     if not os.path.exists(path):
         raise DataError("file not found", path)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, **kwargs)
+        return pd.read_csv(path, **kwargs)
     except UnicodeDecodeError as exc:
         raise DataError(f"not UTF-8 text (byte {exc.start}: {exc.reason})", path,
                         hint="save the file as UTF-8 CSV") from None
@@ -69,10 +78,6 @@ def read_csv(path, **kwargs) -> pd.DataFrame:
         raise DataError("empty file (no header, no rows)", path) from None
     except pd.errors.ParserError as exc:
         raise DataError(f"not a readable CSV ({' '.join(str(exc).split())})", path) from None
-    if frame.empty:
-        raise DataError("no rows below the header", path)
-    frame["_line"] = np.arange(len(frame)) + 2  # header is line 1
-    return frame
 
 
 def _drop_or_raise(frame, bad: pd.Series, problem, file, on_missing: OnMissing):

@@ -11,7 +11,7 @@ about four times the test split's rows, so intervals about half as wide.
     workdir/folds.csv              image_id, group_id, label, fold of the development rows
     workdir/fold_k/                fold k's run (its fold_split.csv: train / val / test=fold k)
     workdir/oof/predictions.csv    pooled OOF predictions (compare.py and evaluate-style reads)
-    workdir/oof/metrics.json       pooled metrics with lesion-bootstrap intervals, fold mean/sd
+    workdir/oof/metrics.json       pooled metrics with intervals, fold mean/sd (evaluation.crossval)
     workdir/test/fold_k.csv        fold k's model on the base test rows (only when asked)
 
 Every fold is a run: a finished one is reused, an interrupted one resumed, so the whole
@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 
-import numpy as np
 import pandas as pd
 
 from multimodal.config import Config
@@ -34,8 +33,6 @@ from multimodal.data.splits import grouped_kfold, save_split, train_val_test
 from multimodal.ensemble.members import member_predictions, prob_columns
 from multimodal.ensemble.oof import check_out_of_fold, train_once
 from multimodal.errors import ConfigError, RunError
-from multimodal.evaluation.context import arrays
-from multimodal.evaluation.metrics import evaluate_predictions, point_metrics
 from multimodal.outputs import write_atomic
 
 INNER_VAL = 0.1  # the grouped share of each fold's training rows that picks its checkpoint
@@ -83,8 +80,9 @@ def _check_same(workdir: str, record: dict) -> None:
 
 
 def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
-           score_test: bool = False, show_progress: bool = True) -> dict:
-    """Train (or reuse) the K fold runs, pool their OOF predictions, write the summary.
+           score_test: bool = False, show_progress: bool = True) -> pd.DataFrame:
+    """Train (or reuse) the K fold runs; their pooled OOF predictions (written to
+    workdir/oof/predictions.csv, a `fold` column saying which model made each row).
 
     `train_fn(cfg, run_dir, resume=..., show_progress=...)` is the trainer's `train`.
     """
@@ -99,7 +97,7 @@ def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
     base, folds = development_folds(cfg, k, seed)
     save_split(base, os.path.join(workdir, "base_split.csv"))
     save_split(folds, os.path.join(workdir, "folds.csv"))
-    parts, fold_metrics = [], []
+    parts = []
     for j in range(k):
         run_dir = os.path.join(workdir, f"fold_{j}")
         split_path = os.path.join(run_dir, "fold_split.csv")
@@ -115,14 +113,15 @@ def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
             preds = member_predictions(run_dir, splits=("test",))[0]["test"]
             write_atomic(cached, preds.to_csv(index=False))
         check_out_of_fold(preds["image_id"], split, j)
-        classes = [c[len("prob_"):] for c in preds.columns if c.startswith("prob_")]
-        labels, _, probs = arrays(preds, classes)
-        fold_metrics.append(point_metrics(labels, probs))
         parts.append(preds.assign(fold=j))
         if score_test:
             test_predictions(run_dir, base, os.path.join(workdir, "test", f"fold_{j}.csv"))
     oof = pd.concat(parts, ignore_index=True)
-    return summarise(oof, fold_metrics, workdir, cfg)
+    classes = [c[len("prob_"):] for c in oof.columns if c.startswith("prob_")]
+    oof = oof[["image_id", "group_id", "label", "fold", "predicted", *prob_columns(classes),
+               *[f"logit_{c}" for c in classes]]]
+    write_atomic(os.path.join(workdir, "oof", "predictions.csv"), oof.to_csv(index=False))
+    return oof
 
 
 def test_predictions(run_dir: str, base: pd.DataFrame, out: str) -> pd.DataFrame:
@@ -137,22 +136,3 @@ def test_predictions(run_dir: str, base: pd.DataFrame, out: str) -> pd.DataFrame
                           "test")
     write_atomic(out, preds.to_csv(index=False))
     return preds
-
-
-def summarise(oof: pd.DataFrame, fold_metrics: list[dict], workdir: str, cfg: Config) -> dict:
-    classes = [c[len("prob_"):] for c in oof.columns if c.startswith("prob_")]
-    labels, _, probs = arrays(oof, classes)
-    pooled = evaluate_predictions(labels, probs, oof["group_id"].to_numpy(), classes)
-    spread = {m: {"mean": float(np.mean([f[m] for f in fold_metrics])),
-                  "sd": float(np.std([f[m] for f in fold_metrics], ddof=1))}
-              for m in fold_metrics[0]}
-    summary = {"kind": "cross_validation", "name": cfg.name, "modality": cfg.modality,
-               "folds": len(fold_metrics), "rows": int(len(oof)), **pooled,
-               "fold_metrics": fold_metrics, "fold_spread": spread}
-    os.makedirs(os.path.join(workdir, "oof"), exist_ok=True)
-    write_atomic(os.path.join(workdir, "oof", "predictions.csv"),
-                 oof[["image_id", "group_id", "label", "fold", "predicted",
-                      *prob_columns(classes),
-                      *[c for c in oof.columns if c.startswith("logit_")]]].to_csv(index=False))
-    write_atomic(os.path.join(workdir, "oof", "metrics.json"), json.dumps(summary, indent=1))
-    return summary

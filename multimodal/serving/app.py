@@ -10,9 +10,11 @@
 The model is loaded once (`create_app(predictor)`); requests run on the server's thread
 pool and each network runs one call at a time. Bad input is answered with a 4xx and
 `{"error": "..."}`: bodies over the upload limit (413, before they are parsed), files that
-are no image (415), truncated or corrupt images (400), decompression bombs (413),
-unknown metadata fields or values and missing fields (422). Uploads are read in memory;
-no name or value from a request is used as a path.
+are no image (415), truncated or corrupt images (400), decompression bombs and images over
+the pixel limit (413), images over the aspect-ratio limit, unknown metadata fields or values
+(`nan` included), fields given twice and missing fields (422); these are documented in the
+OpenAPI description. A bug is a 500 with a JSON body too. Uploads are read in memory; no
+name or value from a request is used as a path.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ import os
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from multimodal.errors import UserError
 from multimodal.serving.fields import MetadataInputError
-from multimodal.serving.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image, mib
+from multimodal.serving.images import (DEFAULT_MAX_ASPECT, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS,
+                                       load_image, mib)
 from multimodal.serving.overlay import overlay_png
 from multimodal.serving.predictor import DISCLAIMER, Predictor
 
@@ -91,7 +95,8 @@ class BodyLimit:
 
 async def _too_large(send, limit: int):
     payload = json.dumps({"error": f"the request is larger than the upload limit of "
-                                   f"{mib(limit)}"}).encode()
+                                   f"{mib(limit)}. send a smaller image (re-encode it as JPEG "
+                                   "or resize it)"}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(payload)).encode()),
@@ -99,8 +104,26 @@ async def _too_large(send, limit: int):
     await send({"type": "http.response.body", "body": payload})
 
 
+class ErrorBody(BaseModel):
+    """Every error answer: one line saying what is wrong and what to do."""
+    error: str
+
+
+ERRORS = {status: {"model": ErrorBody, "description": what} for status, what in [
+    (400, "an empty, truncated or corrupt image"),
+    (413, "a request over the upload limit, or an image over the pixel limit"),
+    (415, "a file that is no image Pillow can read"),
+    (422, "a missing image, a field given twice, an unknown field, a metadata value the "
+          "model does not accept, an image over the aspect-ratio limit")]}
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _repeated(form) -> list[str]:
+    """Fields sent more than once: which one would be used is no choice to make silently."""
+    return sorted(k for k in set(form.keys()) if len(form.getlist(k)) > 1)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -132,7 +155,8 @@ def page_html(predictor: Predictor, max_upload_bytes: int) -> str:
 
 
 def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_BYTES,
-               max_pixels: int = DEFAULT_MAX_PIXELS, saliency_steps: int = 16) -> FastAPI:
+               max_pixels: int = DEFAULT_MAX_PIXELS, saliency_steps: int = 16,
+               max_aspect: float = DEFAULT_MAX_ASPECT) -> FastAPI:
     app = FastAPI(title="multimodal: dermatoscopic image classifier (research demo)",
                   description=f"{DISCLAIMER}\n\nClasses: {', '.join(predictor.classes)}.",
                   version="1")
@@ -146,6 +170,11 @@ def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_BYTES,
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception):  # logged by the server as well
+        return _error(500, f"internal error ({type(exc).__name__}); this is a bug, not your "
+                           "input: the server log has the details")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index():
@@ -163,6 +192,10 @@ def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_BYTES,
 
     async def predict(request: Request, **kwargs):
         form = await request.form()  # already parsed for the parameters: cached
+        twice = _repeated(form)
+        if twice:
+            return _error(422, f"field(s) {twice} given more than once; send each field once "
+                               "(one image per request)")
         unknown = sorted(set(form.keys()) - known)
         if unknown:
             return _error(422, f"unknown field(s) {unknown}; this model's metadata fields: "
@@ -179,7 +212,7 @@ def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_BYTES,
             picture = None
             if predictor.uses_image:
                 data = upload.file.read(max_upload_bytes + 1)
-                picture = load_image(data, "image", max_upload_bytes, max_pixels)
+                picture = load_image(data, "image", max_upload_bytes, max_pixels, max_aspect)
             [result] = predictor.predict([picture], [metadata], explain=explain,
                                          saliency=saliency and predictor.uses_image,
                                          saliency_steps=saliency_steps)
@@ -219,9 +252,25 @@ def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_BYTES,
     ]
     predict.__signature__ = inspect.Signature(params)
     app.post("/predict", summary="Classify one image (+ optional metadata)",
-             description=DISCLAIMER)(predict)
+             description=DISCLAIMER, responses=ERRORS)(predict)
     app.add_middleware(BodyLimit, limit=max_upload_bytes + FORM_OVERHEAD, shown=max_upload_bytes)
+    _closed_form(app)
     return app
+
+
+def _closed_form(app: FastAPI) -> None:
+    """/predict refuses fields it does not know: its OpenAPI form says so
+    (`additionalProperties: false`), so clients and fuzzers read the truth."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        spec = generate()  # cached by FastAPI after the first call
+        body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+        ref = body["multipart/form-data"]["schema"]["$ref"]
+        spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]["additionalProperties"] = False
+        return spec
+
+    app.openapi = openapi
 
 
 def warm_up(predictor: Predictor, saliency_steps: int = 16) -> None:

@@ -4,8 +4,9 @@ The vocabulary comes from the fitted `MetadataEncoder`(s): each field's kind, th
 categories (those seen in training) or the accepted number range. A user value is either
 accepted (and canonicalised: categories matched case-insensitively), missing (blank,
 `unknown`: encoded as missing exactly as in training, never invented), or refused with a
-`MetadataInputError` that lists what is accepted. Unseen categories are refused rather
-than silently sent to the encoder's `unknown` bucket.
+`MetadataInputError` that lists what is accepted. Unseen categories and a typed `nan`
+are refused rather than silently sent to the encoder's `unknown` bucket or taken as blank.
+`resembles` tells a misspelt field name (a CSV's `Age`, `gender`) from unrelated columns.
 """
 
 from __future__ import annotations
@@ -54,11 +55,24 @@ def _accepted(name: str, spec: dict) -> str:
     return "a number"
 
 
+def _is_nan_text(value) -> bool:
+    """A typed `nan` (any case, any sign): refused like `inf`, not taken for a blank."""
+    try:
+        return isinstance(value, str) and math.isnan(float(value.strip()))
+    except ValueError:
+        return False
+
+
 def parse_value(name: str, value, spec: dict):
-    """One field's value -> canonical value, or None when missing; refuses bad values."""
+    """One field's value -> canonical value, or None when missing; refuses bad values.
+
+    A float NaN (a pandas blank) is missing; the text `nan` is refused: a user who types it
+    meant a value, and training's reading of `nan` cells as blanks is no reason to guess."""
+    hint = f"accepted: {_accepted(name, spec)}, or leave it blank (missing)"
+    if _is_nan_text(value):
+        raise MetadataInputError(f"{name}: {value.strip()!r} (not a number) is no value; {hint}")
     if value is None or (isinstance(value, float) and math.isnan(value)) or is_missing(value):
         return None
-    hint = f"accepted: {_accepted(name, spec)}, or leave it blank (missing)"
     if spec["kind"] == "categorical":
         text = str(value).strip()
         for category in spec["categories"]:
@@ -88,3 +102,34 @@ def parse_metadata(given: dict, vocab: dict, strict: bool = True) -> dict:
         raise MetadataInputError(f"unknown metadata field(s) {unknown}; this model's fields: "
                                  f"{known}")
     return {name: parse_value(name, given.get(name), spec) for name, spec in vocab.items()}
+
+
+ALIASES = {"gender": "sex", "site": "localization", "location": "localization",
+           "body_site": "localization", "anatom_site_general": "localization",
+           "age_approx": "age"}  # other datasets' names for the same fields
+
+
+def resembles(column: str, fields) -> str | None:
+    """The model field `column` looks like a misspelling of: the same name in another case
+    or spacing, a known alias, or (names of 4+ letters) within two edits; else None, so a
+    dataset's own columns (dx, lesion_id, dx_type, notes) are left alone."""
+    key = column.strip().lower().replace(" ", "_").replace("-", "_")
+    for field in fields:
+        name = field.lower()
+        if key == name or ALIASES.get(key) == field:
+            return field
+        if min(len(key), len(name)) >= 4 and _edits(key, name) <= 2:
+            return field
+        if _edits(key, name) <= 1 and len(key) >= 3:
+            return field
+    return None
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]

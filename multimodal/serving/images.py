@@ -2,7 +2,11 @@
 
 Checks, in order, before anything large is decoded: the byte size (`max_bytes`), that the
 bytes are an image format Pillow knows (the header), the pixel count from the header
-(`max_pixels`: decompression bombs), then a full decode (truncated or corrupt files).
+(`max_pixels`: decompression bombs), the aspect ratio (`max_aspect`: a 1x60000 strip would
+become a 32x1,920,000 model record), then a full decode (truncated or corrupt files).
+An upload (HTTP) and a local file (predict.py) have their own defaults; for a local file
+each message names the predict.py option that raises the limit (`LOCAL_OPTIONS`), for an
+upload it says how to shrink the image, the only fix a client has.
 
 Modes: 8-bit pictures (RGB, grayscale, palette, CMYK, with or without alpha) become RGB by
 `Image.convert("RGB")`, exactly as preparation does for training images (alpha is dropped,
@@ -13,6 +17,7 @@ clip at 255, are scaled to 8 bits first (by their bit depth; floats by their ran
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 
@@ -21,8 +26,11 @@ from PIL import Image
 
 from multimodal.errors import DataError
 
-DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # an upload (serve.py --max-upload-mb)
+DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # a local file: 40 MP as a 16-bit TIFF fits
 DEFAULT_MAX_PIXELS = 40_000_000  # ~6300 x 6300; dermatoscopes give at most a few megapixels
+DEFAULT_MAX_ASPECT = 10.0  # long side / short side; dermatoscopic images are about 4:3
+LOCAL_OPTIONS = {"bytes": "--max-file-mb", "pixels": "--max-pixels", "aspect": "--max-aspect"}
 ACCEPTED = "JPEG, PNG, TIFF, BMP or WebP"
 
 
@@ -54,30 +62,57 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     return im
 
 
-def load_image(data: bytes, name: str = "image", max_bytes: int = DEFAULT_MAX_BYTES,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode `data` (untrusted) to an RGB picture; `name` only labels messages."""
-    if not data:
-        raise ImageInputError("the file is empty (0 bytes)", 400, name)
-    if len(data) > max_bytes:
-        raise ImageInputError(f"the file is {mib(len(data))}, over the upload limit of "
-                              f"{mib(max_bytes)}", 413, name)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageInputError("the image declares too many pixels (a decompression bomb?)",
-                              413, name) from None
-    except Exception:  # noqa: BLE001 - UnidentifiedImageError, plugin errors on garbage
-        raise ImageInputError(f"not an image Pillow can read; upload a {ACCEPTED} file",
-                              415, name) from None
-    w, h = im.size
+def _fix(shrink: str, options: dict | None, kind: str, needed) -> str:
+    """The hint of a limit: shrink the image, or (a local file) raise the limit."""
+    return f"{shrink}, or raise the limit with {options[kind]} {needed}" if options else shrink
+
+
+def check_size(size: int, name: str, max_bytes: int, options: dict | None = None) -> None:
+    if size > max_bytes:
+        what = "file size limit" if options else "upload limit"
+        raise ImageInputError(
+            f"the file is {mib(size)}, over the {what} of {mib(max_bytes)}", 413, name,
+            _fix("re-encode the image (e.g. as JPEG) or resize it", options, "bytes",
+                 math.ceil(size / 2**20)))
+
+
+def check_shape(w: int, h: int, name: str, max_pixels: int, max_aspect: float,
+                options: dict | None = None) -> None:
+    """Pixel count (decompression bombs) and aspect ratio, from the header's size."""
     if w < 1 or h < 1:
         raise ImageInputError(f"the image has no pixels ({w}x{h})", 400, name)
     if w * h > max_pixels:
-        raise ImageInputError(f"the image has {w}x{h} = {w * h:,} pixels, over the limit of "
-                              f"{max_pixels:,}", 413, name)
+        raise ImageInputError(
+            f"the image has {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}", 413,
+            name, _fix(f"resize it to at most {max_pixels:,} pixels", options, "pixels", w * h))
+    aspect = max(w, h) / min(w, h)
+    if aspect > max_aspect:
+        raise ImageInputError(
+            f"the image is {w}x{h}, an aspect ratio of {aspect:,.1f}:1, over the limit of "
+            f"{max_aspect:g}:1", 422, name,
+            _fix("crop it to the lesion", options, "aspect", math.ceil(aspect)))
+
+
+def load_image(data: bytes, name: str = "image", max_bytes: int = DEFAULT_MAX_BYTES,
+               max_pixels: int = DEFAULT_MAX_PIXELS, max_aspect: float = DEFAULT_MAX_ASPECT,
+               options: dict | None = None) -> Image.Image:
+    """Decode `data` (untrusted) to an RGB picture; `name` only labels messages, `options`
+    names the command-line option raising each limit (local files; None for uploads)."""
+    if not data:
+        raise ImageInputError("the file is empty (0 bytes)", 400, name)
+    check_size(len(data), name, max_bytes, options)
+    try:  # Pillow's own bomb warning is left to `max_pixels`, which may be set above it
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise ImageInputError(f"the image declares more than {2 * Image.MAX_IMAGE_PIXELS:,} "
+                              "pixels (a decompression bomb?)", 413, name,
+                              f"resize it to at most {max_pixels:,} pixels") from None
+    except Exception:  # noqa: BLE001 - UnidentifiedImageError, plugin errors on garbage
+        raise ImageInputError(f"not an image Pillow can read; upload a {ACCEPTED} file",
+                              415, name) from None
+    check_shape(*im.size, name, max_pixels, max_aspect, options)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -92,17 +127,16 @@ def load_image(data: bytes, name: str = "image", max_bytes: int = DEFAULT_MAX_BY
                               415, name) from None
 
 
-def read_image_file(path: str, max_bytes: int = DEFAULT_MAX_BYTES,
-                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """`load_image` of a local file (command line), naming the file in errors."""
+def read_image_file(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                    max_pixels: int = DEFAULT_MAX_PIXELS, max_aspect: float = DEFAULT_MAX_ASPECT,
+                    options: dict | None = LOCAL_OPTIONS) -> Image.Image:
+    """`load_image` of a local file (command line), naming the file in errors; its size is
+    checked before it is read."""
     try:
-        size = os.path.getsize(path)
-        if size > max_bytes:
-            raise ImageInputError(f"the file is {mib(size)}, over the upload limit of "
-                                  f"{mib(max_bytes)}", 413, path)
+        check_size(os.path.getsize(path), path, max_bytes, options)
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
         raise ImageInputError(f"cannot read the file ({exc.strerror or exc})", 400, path) \
             from None
-    return load_image(data, path, max_bytes, max_pixels)
+    return load_image(data, path, max_bytes, max_pixels, max_aspect, options)

@@ -9,8 +9,11 @@ Both are differentiable in the image, so saliency works on either.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+import tempfile
 import threading
 
 import numpy as np
@@ -20,7 +23,8 @@ from multimodal.errors import RunError
 from multimodal.metrics import softmax
 from multimodal.serving.preprocess import Preprocessing
 
-EXPORT_FORMAT = "multimodal.Exported/1"
+EXPORT_PREFIX = "multimodal.Exported/"
+EXPORT_FORMAT = EXPORT_PREFIX + "1"
 MODEL_FILE = "model.jax"
 
 
@@ -69,23 +73,16 @@ class SingleModel:
 
     @classmethod
     def from_export(cls, directory: str) -> SingleModel:
-        from jax import export
-
+        """Every file is read and checked here, so a damaged export fails at load (naming
+        the file and the re-export command), not in the first request."""
         manifest = read_export_manifest(directory)
-        try:
-            with open(os.path.join(directory, "classes.json")) as f:
-                classes = json.load(f)
-            with open(os.path.join(directory, "preprocessing.json")) as f:
-                prep_data = json.load(f)
-            encoder = MetadataEncoder.load(os.path.join(directory, "metadata_encoder.json"))
-            prep = Preprocessing.from_dict(prep_data, encoder)
-            with open(os.path.join(directory, MODEL_FILE), "rb") as f:
-                exported = export.deserialize(bytearray(f.read()))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RunError(f"{directory} is not a complete exported model "
-                           f"({type(exc).__name__}: {exc})",
-                           "export it again: python scripts/export.py --checkpoint RUN --out DIR") \
-                from None
+        classes = _load_part(directory, "classes.json", _read_json)
+        prep_data = _load_part(directory, "preprocessing.json", _read_json)
+        encoder = _load_part(directory, "metadata_encoder.json", MetadataEncoder.load)
+        prep = _load_part(directory, "preprocessing.json",
+                          lambda _: Preprocessing.from_dict(prep_data, encoder))
+        exported = _load_part(directory, MODEL_FILE, _deserialize, _versions(manifest))
+        _check_inputs(directory, exported, prep)
         source = {**manifest.get("source", {}), "kind": "exported", "path":
                   os.path.abspath(directory)}
         return cls(classes, prep, lambda _, *inputs: exported.call(*inputs), (), source)
@@ -151,26 +148,113 @@ def integrated_gradients_fn(fn, steps: int, image_dtype):
     return jax.jit(ig)
 
 
+def reexport(directory: str) -> str:
+    """The fix for a damaged export (of an ensemble member: of the whole ensemble)."""
+    parts = os.path.normpath(directory).split(os.sep)
+    if len(parts) > 2 and parts[-2] == "members":
+        directory = os.sep.join(parts[:-2])
+    return f"export the model again: python scripts/export.py --checkpoint RUN --out {directory}"
+
+
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _deserialize(path: str):
+    """The exported module, its StableHLO (forward and gradient: saliency) parsed by
+    lowering both for one example: damaged bytes fail here, not in the first request.
+    Nothing is compiled."""
+    import jax
+    from jax import export
+
+    with open(path, "rb") as f:
+        exported = export.deserialize(bytearray(f.read()))
+    specs = [jax.ShapeDtypeStruct((1, *a.shape[1:]), a.dtype) for a in exported.in_avals]
+    said: list[str] = []
+    try:
+        with _native_stderr(said):
+            jax.jit(exported.call).lower(*specs)
+            jax.jit(jax.grad(lambda *a: exported.call(*a).astype("float32").sum())).lower(*specs)
+    except Exception as exc:  # noqa: BLE001 - re-raised with MLIR's own diagnostic
+        raise ValueError(" ".join([str(exc), *said[:1]])) from None
+    return exported
+
+
+@contextlib.contextmanager
+def _native_stderr(lines: list):
+    """Capture what native code (MLIR) writes to file descriptor 2 into `lines`: on failure
+    the one-line error carries it; on success it is written back, so nothing is lost."""
+    sys.stderr.flush()
+    saved, tmp = os.dup(2), tempfile.TemporaryFile()
+    os.dup2(tmp.fileno(), 2)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+        tmp.close()
+        lines += [line.strip() for line in text.splitlines() if line.strip()]
+        if ok and text:
+            sys.stderr.write(text)
+
+
+def _versions(manifest: dict) -> str:
+    import jax
+
+    made = manifest.get("jax_version")
+    return f"; exported with jax {made}, this is jax {jax.__version__}" \
+        if made and made != jax.__version__ else ""
+
+
+def _load_part(directory: str, name: str, read, note: str = ""):
+    """`read(path)` of one file of an exported model; a missing or damaged file (which
+    fails in its parser's own way: struct.error, KeyError, ...) is a `RunError` naming it."""
+    path = os.path.join(directory, name)
+    try:
+        return read(path)
+    except Exception as exc:  # noqa: BLE001 - any parser error of a damaged file
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+        problem = ("is missing" if isinstance(exc, FileNotFoundError) else
+                   f"is damaged ({detail}{note})")
+        raise RunError(f"{path}: a file of the exported model {problem}",
+                       reexport(directory)) from None
+
+
+def _check_inputs(directory: str, exported, prep: Preprocessing) -> None:
+    """model.jax takes the inputs preprocessing.json and the encoder make (not files of
+    different exports)."""
+    want = [prep.image_shape(), (prep.meta_encoder.dim,), ()]
+    got = [tuple(a.shape[1:]) for a in exported.in_avals]
+    if got != want:
+        raise RunError(f"{os.path.join(directory, MODEL_FILE)} takes inputs of shapes {got}, "
+                       f"but preprocessing.json and metadata_encoder.json make {want}: the "
+                       "files come from different exports", reexport(directory))
+
+
 def is_export(path: str) -> bool:
+    """A folder export.py wrote (of any format version, refused later with the fix)."""
     manifest = os.path.join(path, "manifest.json")
+    if os.path.exists(os.path.join(path, MODEL_FILE)):
+        return True
     if not os.path.exists(manifest):
         return False
     try:
         with open(manifest) as f:
-            return json.load(f).get("format") == EXPORT_FORMAT
-    except (OSError, ValueError):
+            return str(json.load(f).get("format", "")).startswith(EXPORT_PREFIX)
+    except (OSError, ValueError, AttributeError):
         return False
 
 
 def read_export_manifest(directory: str) -> dict:
-    try:
-        with open(os.path.join(directory, "manifest.json")) as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{directory}/manifest.json is missing or damaged ({exc})",
-                       "export it again: python scripts/export.py --checkpoint RUN --out DIR") \
-            from None
-    if manifest.get("format") != EXPORT_FORMAT:
-        raise RunError(f"{directory}/manifest.json: not an exported model "
-                       f"(format {manifest.get('format')!r})")
+    path = os.path.join(directory, "manifest.json")
+    manifest = _load_part(directory, "manifest.json", _read_json)
+    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise RunError(f"{path}: export format {found!r}, this version of multimodal reads "
+                       f"{EXPORT_FORMAT!r}", reexport(directory) + " (with this version)")
     return manifest

@@ -90,6 +90,11 @@ class Predictor:
                 "explanation": explanation, "source": self.model.source,
                 "disclaimer": DISCLAIMER}
 
+    def check_picture(self, picture, name: str | None = None) -> None:
+        """Refuse (naming `name`) a picture some network's preprocessing cannot store."""
+        for network in getattr(self.model, "members", [self.model]):
+            network.prep.check_storable(*picture.size, name)
+
     def check_metadata(self, given: dict, strict: bool = True) -> dict:
         return parse_metadata(given, self.vocabulary, strict)
 

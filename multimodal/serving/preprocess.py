@@ -23,9 +23,11 @@ from multimodal.data import geometry as geometry_lib
 from multimodal.data.augment import parse_ops
 from multimodal.data.metadata import MetadataEncoder
 from multimodal.data.pipeline import ExampleLoader, Normalizer
+from multimodal.serving.images import ImageInputError
 
 RECORD_ENCODING = "jpeg"  # what prepare.prepare writes for every run (its default)
 RECORD_QUALITY = 95  # prepare.encode_image's JPEG quality
+JPEG_MAX_SIDE = 65_535  # the longest side a JPEG record can have
 
 
 @dataclasses.dataclass
@@ -60,6 +62,7 @@ class Preprocessing:
     def _record(self, picture: Image.Image | None, metadata: dict, index: int) -> dict:
         record = {"label": np.int32(0), "image_id": str(index).encode(), "group_id": b""}
         if picture is not None and self.uses_image:
+            self.check_storable(*picture.size)
             stored = geometry_lib.for_storage(picture.convert("RGB"), self.image_size,
                                               self.geometry)
             buf = io.BytesIO()
@@ -74,6 +77,14 @@ class Preprocessing:
                                       if kind == "categorical" else
                                       np.float32(np.nan if value is None else float(value)))
         return record
+
+    def check_storable(self, w: int, h: int, name: str | None = None) -> None:
+        """A strip (allowed by a raised aspect limit) whose short-side resize (`crop`) is
+        too long for the JPEG record is refused before the resize allocates it."""
+        if self.geometry == "crop" and max(w, h) * self.image_size > JPEG_MAX_SIDE * min(w, h):
+            raise ImageInputError(f"the image is {w}x{h}: scaled to the model's "
+                                  f"{self.image_size} px short side it would be longer than "
+                                  f"{JPEG_MAX_SIDE:,} px", 422, name, "crop it to the lesion")
 
     def batch(self, pictures, metadata_rows) -> dict:
         """{"image" [B,H,W,3], "metadata" [B,D], "metadata_mask" [B]} as the model reads them.

@@ -77,6 +77,11 @@ def out_of_memory(exc: Exception) -> bool:
     return "RESOURCE_EXHAUSTED" in str(exc) or "out of memory" in str(exc).lower()
 
 
+# batches read untimed before "input alone" is timed: more than the pipeline buffers (Grain's
+# read-ahead of 2 batches per worker and the batches workers finish during start-up)
+INPUT_SKIP = 8
+
+
 def measure(args, name, batch, folder, work, devices=None) -> dict:
     """One row: JAX step, JAX + input, input alone, torch; memory."""
     synthetic_step, run, params = parts.jax_step(name, batch, args.size, args.dtype, devices)
@@ -89,9 +94,11 @@ def measure(args, name, batch, folder, work, devices=None) -> dict:
     row["compile_s"] = time.perf_counter() - t0
     row["jax"], _ = parts.rate(synthetic_step, batch, args.steps, args.repeats)
     n_batches = args.steps * (args.repeats + 1) + 1
+    timed, skip = max(args.steps * args.repeats, 8), INPUT_SKIP + 2 * args.workers
     data = iter(parts.input_pipeline(folder, os.path.join(work, f"in_{batch}"), args.size,
-                                     batch, args.workers, n_batches * 2 + 2, args.dtype))
-    row["input"], _ = parts.rate(lambda: next(data), batch, args.steps, args.repeats)
+                                     batch, args.workers, n_batches + timed + skip + 2,
+                                     args.dtype))
+    row["input"] = parts.sustained_rate(data, batch, timed, skip)
 
     def fed_step():
         return run(next(data))

@@ -26,3 +26,24 @@ def test_smoke_mode_measures_every_column(tmp_path):
     assert row["params"] == row["torch_params"]  # the same architecture on both sides
     assert row["host_peak_mb"] > 0 and "--smoke" in data["command"]
     assert "| efficientnet_lite0 | 4 | 1 |" in (tmp_path / "train_throughput_smoke.md").read_text()
+
+
+def test_input_alone_times_the_pipeline_not_its_buffer():
+    """A pipeline that buffered 12 batches while the model compiled, then makes one batch per
+    20 ms: the sustained rate is about 50 batches/s, not the buffer's reading speed."""
+    import time
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from throughput_parts import sustained_rate
+
+    def pipeline(buffered=12, seconds=0.02):
+        for i in range(10_000):
+            if i >= buffered:
+                time.sleep(seconds)
+            yield i
+
+    rate = sustained_rate(pipeline(), batch=4, count=10, skip=12)
+    assert rate <= 4 / 0.02 * 1.05  # never faster than the producer (sleep is a lower bound)
+    assert rate > 4 / 0.02 / 3     # and of its order, on a loaded machine too
+    buffered = sustained_rate(pipeline(), batch=4, count=10, skip=0)
+    assert buffered > 4 * rate     # what the old timing saw: the buffer

@@ -10,10 +10,16 @@ RUN ?= runs/demo
 
 # constraints.txt pins every package to the versions the suite last passed with;
 # pyproject.toml keeps the honest ranges for people installing into their own environment.
-$(VENV)/.installed: pyproject.toml constraints.txt
+# GPU=1: the CUDA 12 build of jax as well (pinned in constraints-cuda.txt; on a machine
+# without a GPU jax falls back to the CPU and says so).
+GPU ?=
+comma := ,
+EXTRAS := dev,pretrained$(if $(GPU),$(comma)cuda)
+CUDA_PINS := $(if $(GPU),-c constraints-cuda.txt)
+$(VENV)/.installed: pyproject.toml constraints.txt constraints-cuda.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q pip==26.3
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,pretrained]'
+	$(PY) -m pip install -q -c constraints.txt $(CUDA_PINS) -e '.[$(EXTRAS)]'
 	touch $@
 
 setup: $(VENV)/.installed

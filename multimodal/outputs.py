@@ -49,7 +49,8 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def check_output(path: str, tool: str, overwrite: bool = False, resume: bool = False,
-                 protected: dict | None = None, legacy: tuple = ()) -> str:
+                 protected: dict | None = None, legacy: tuple = (),
+                 replace_with: str | None = "--overwrite") -> str:
     """Refuse `path` as `tool`'s output folder unless the rule allows it; its state.
 
     `protected`: {folder: what it is} that the output must not be (or, for a dataset,
@@ -57,9 +58,9 @@ def check_output(path: str, tool: str, overwrite: bool = False, resume: bool = F
     tool wrote before it left markers; a folder holding `legacy[0]` and only such entries
     is its own.
     Returns "new" (missing or empty), "owned" (this tool's folder, `overwrite` or `resume`
-    given) — otherwise raises OutputError.
+    given) — otherwise raises OutputError. `replace_with`: the option that replaces an earlier
+    output, named in the refusal (None: the tool has none).
     """
-    flag = "--overwrite" if not resume else "the same command"
     if os.path.islink(path.rstrip(os.sep)):
         raise OutputError(f"{path} is a symbolic link (to {os.path.realpath(path)}): outputs "
                           "are not written through links", "pass the real folder")
@@ -98,8 +99,10 @@ def check_output(path: str, tool: str, overwrite: bool = False, resume: bool = F
         raise OutputError(f"{path} holds entries {tool} did not write: {foreign[:5]}",
                           "move them away or pass a new folder")
     if not (overwrite or resume):
-        raise OutputError(f"{path} already exists: an earlier {tool} output",
-                          f"pass {flag} to replace it, or a new folder")
+        fix = f"pass {replace_with} to replace it, or a new folder" if replace_with else \
+            "pass a new folder"
+        raise OutputError(f"{path} already exists and already holds an earlier {tool} output",
+                          fix)
     return "owned"
 
 
@@ -114,12 +117,30 @@ def claim_output(path: str, tool: str, protected: dict | None = None,
 
     A job resumes in its own folder even when something was added there since; only the
     marker's entries are ever its to replace."""
-    check_output(path, tool, resume=True, protected=protected, legacy=legacy)
-    os.makedirs(path, exist_ok=True)
+    if check_output(path, tool, resume=True, protected=protected, legacy=legacy) == "new":
+        _make_marked(path, tool)
     owner = _owner(path) or {}
     entries = owner.get("entries") or [e for e in os.listdir(path) if e != MARKER]
     _mark(path, tool, entries)
     return path
+
+
+def _make_marked(path: str, tool: str) -> None:
+    """A new folder appears with its marker already in it (a marked temporary sibling
+    renamed into place), so workers claiming it at once (a shared search) never see it
+    half-made, without the marker; the first rename wins and the others use its folder."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}.new-",
+                               dir=parent)
+    try:
+        _mark(staging, tool, [])
+        os.rename(staging, path)  # replaces an empty folder; fails on a claimed one
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):  # e.g. an empty mount point
+            os.makedirs(path, exist_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def record_entries(path: str, tool: str, names) -> None:
@@ -130,9 +151,11 @@ def record_entries(path: str, tool: str, names) -> None:
 
 @contextlib.contextmanager
 def staged_output(path: str, tool: str, overwrite: bool = False,
-                  protected: dict | None = None, legacy: tuple = ()):
+                  protected: dict | None = None, legacy: tuple = (),
+                  replace_with: str | None = "--overwrite"):
     """Yield a temporary sibling folder to fill; on success it replaces `path` whole."""
-    check_output(path, tool, overwrite=overwrite, protected=protected, legacy=legacy)
+    check_output(path, tool, overwrite=overwrite, protected=protected, legacy=legacy,
+                 replace_with=replace_with)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     name = os.path.basename(os.path.abspath(path))

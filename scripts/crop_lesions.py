@@ -54,13 +54,14 @@ def main(argv=None) -> int:
     from multimodal.outputs import check_output, staged_output
 
     protected = {args.segmenter: "segmentation run", **dataset_folders(cfg.data)}
-    check_output(args.out, "crop_lesions", protected=protected)
+    check_output(args.out, "crop_lesions", protected=protected, replace_with=None)
     from multimodal.runs import external_inputs, load_run, predict_split_masks
 
     run = load_run(args.segmenter)
     inputs = external_inputs(run, args.config, overrides=args.set)
     frame, masks = predict_split_masks(run, inputs, "test", tta=args.tta)
-    with staged_output(args.out, "crop_lesions", protected=protected) as out:
+    with staged_output(args.out, "crop_lesions", protected=protected,
+                       replace_with=None) as out:
         rows = write_crops(run, frame, masks, inputs, cfg, args, out)
     print(f"{len(rows)} lesion crops ({sum(r['empty_prediction'] for r in rows)} whole pictures: "
           f"nothing predicted) -> {args.out}")

@@ -5,8 +5,9 @@
 
 model/ holds the network serialized with jax.export (weights included), the preprocessing
 constants, the metadata encoder, the class names and manifest.json (input shapes, metadata
-vocabulary); predict.py and serve.py run it without the run directory, its config or the
-training code. See multimodal/serving/export.py.
+vocabulary) and MODEL_CARD.md, the model card written from the run folder's files
+(evaluate the run first, so its card holds the evaluation); predict.py and serve.py run it
+without the run directory, its config or the training code. See multimodal/serving/export.py.
 """
 
 from __future__ import annotations

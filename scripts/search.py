@@ -16,6 +16,13 @@ none: never). The study lives in OUT/study.db (SQLite): run the same command aga
 an interruption and it continues (running trials restart from their last checkpoint) until
 --trials trials have finished. Writes OUT/trials.csv, OUT/search.png and OUT/best_config.yaml
 (train it: python scripts/train.py --config OUT/best_config.yaml).
+
+Several workers, on one machine or many, share one study with --storage URL: start the same
+command in each (docs/multihost.md). A database (postgresql://user@host/db, sqlite:///f.db)
+uses Optuna's heartbeat; journal:///shared/path/search.journal is a file on a file system
+every worker sees. A dead worker's trial is failed and retried by the others from its last
+checkpoint; --trials counts the finished trials of all workers, and each worker waits for
+the others at the end so all report the same best trial. Watch it with optuna-dashboard.
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ def main(argv=None) -> int:
     parser.add_argument("--modality", choices=MODALITIES)
     parser.add_argument("--smoke", action="store_true", help="the config's tiny smoke variant")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--storage", metavar="URL",
+                        help="a study several workers share: a database URL "
+                             "(postgresql://..., sqlite:///path.db) or journal:///path (a "
+                             "file on a shared file system); default OUT/study.db, one worker")
     args = parser.parse_args(argv)
     out = args.out or os.path.join("runs", f"search_{load_config(args.config).name}")
     from multimodal.outputs import claim_output
@@ -61,7 +72,7 @@ def main(argv=None) -> int:
                         sampler=args.sampler, pruner=args.pruner, seed=args.seed,
                         overrides=args.set, smoke=args.smoke, modality=args.modality,
                         metric=args.metric, show_progress=not args.no_progress,
-                        log=lambda line: print(line, flush=True))
+                        log=lambda line: print(line, flush=True), storage=args.storage)
     print(f"{result['finished']} trials finished ({result['complete']} complete, "
           f"{result['pruned']} pruned, {result['failed']} failed) -> {out}/trials.csv, "
           f"{out}/search.png")

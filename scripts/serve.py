@@ -7,6 +7,8 @@ a saliency overlay and the image / metadata contributions. A research tool, not 
 
 The JSON API is beside the page: POST /predict (multipart: image + metadata fields),
 GET /model, GET /health; its OpenAPI description is at /openapi.json (rendered at /docs).
+An exported model's card (MODEL_CARD.md, written by export.py) is served at GET /model-card
+and linked from the page.
 """
 
 from __future__ import annotations

@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cv", nargs="+", metavar="CV_DIR",
                         help="stack the fold models of these cross-validation folders "
                              "(scripts/cv.py, same folds) instead of training members")
+    parser.add_argument("--stacker-device", choices=("cpu", "cuda"), default="cpu",
+                        help="where XGBoost fits the stacker (cuda: an NVIDIA GPU)")
     parser.add_argument("--bootstrap", type=int, default=1000,
                         help="with --cv: lesion resamples for the intervals (default 1000)")
     parser.add_argument("--score-test", action="store_true",
@@ -80,7 +82,8 @@ def main(argv=None) -> int:
                  legacy=STACK_ENTRIES)
 
     summary = build_stacking(cfg, args.workdir, train, args.folds, args.seed,
-                             args.group_context, show_progress=not args.no_progress)
+                             args.group_context, show_progress=not args.no_progress,
+                             device=args.stacker_device)
     print(json.dumps(summary, indent=1))
     print(f"stacking ensemble -> {args.workdir} (evaluate: scripts/evaluate.py --checkpoint "
           f"{args.workdir})")
@@ -106,7 +109,8 @@ def stack_cross_validation(args) -> int:
                            "make one: python scripts/cv.py --config C --folds 5 --workdir "
                            f"{cv} --score-test")
     claim_output(args.workdir, "stacking", protected={c: "cross-validation" for c in args.cv})
-    result = stack_report(args.cv, args.workdir, args.seed, args.score_test, args.bootstrap)
+    result = stack_report(args.cv, args.workdir, args.seed, args.score_test, args.bootstrap,
+                          args.stacker_device)
     with open(os.path.join(args.workdir, "systems.md")) as f:
         print(f.read())
     print(f"-> {args.workdir}/systems.md ({len(result['systems'])} systems)")

@@ -84,11 +84,12 @@ def _inputs(frames: list[pd.DataFrame], classes, meta: np.ndarray | None, names)
     return pd.concat(parts, axis=1)
 
 
-def fit_stacker(X: pd.DataFrame, y: np.ndarray, groups, classes, seed: int) -> Stacker:
+def fit_stacker(X: pd.DataFrame, y: np.ndarray, groups, classes, seed: int,
+                device: str = "cpu") -> Stacker:
     """The depth whose stacker scores best on its own inner calibration rows."""
     best, best_score = None, -1.0
     for depth in DEPTHS:
-        stacker = Stacker(classes, seed, max_depth=depth).fit(X, y, groups)
+        stacker = Stacker(classes, seed, max_depth=depth, device=device).fit(X, y, groups)
         rows = stacker.calibration_rows_
         score = balanced_accuracy(y[rows], stacker.predict_proba(X.iloc[rows]).argmax(1),
                                   len(classes))
@@ -98,11 +99,12 @@ def fit_stacker(X: pd.DataFrame, y: np.ndarray, groups, classes, seed: int) -> S
 
 
 def stack_cv(cv_dirs: list[str], workdir: str, table_frame: pd.DataFrame,
-             encoder: MetadataEncoder | None, seed: int = 0, score_test: bool = False) -> dict:
+             encoder: MetadataEncoder | None, seed: int = 0, score_test: bool = False,
+             device: str = "cpu") -> dict:
     """{name: (OOF frame, test frame or None)} for each system; the final stacker saved.
 
     `encoder` None: the stacker sees the members' probabilities only (the metadata gain
-    at the stacker is this minus that)."""
+    at the stacker is this minus that). `device`: XGBoost's (cpu, or cuda on a GPU)."""
     members = [load_member(d, score_test) for d in cv_dirs]
     check_same_rows(members)
     classes, oof = members[0]["classes"], members[0]["oof"]
@@ -117,9 +119,9 @@ def stack_cv(cv_dirs: list[str], workdir: str, table_frame: pd.DataFrame,
     for j in np.unique(folds):
         rest, held = np.flatnonzero(folds != j), np.flatnonzero(folds == j)
         stacker = fit_stacker(X.iloc[rest].reset_index(drop=True), y[rest], groups[rest],
-                              classes, seed)
+                              classes, seed, device)
         crossfit[held] = stacker.predict_proba(X.iloc[held])
-    final = fit_stacker(X, y, groups, classes, seed)
+    final = fit_stacker(X, y, groups, classes, seed, device)
     os.makedirs(workdir, exist_ok=True)
     final.save(os.path.join(workdir, "stacker.ubj" if encoder is not None else
                             "stacker_no_metadata.ubj"))

@@ -10,7 +10,8 @@ from multimodal.ensemble.manifest import (calibration_rows, ensemble_predictions
                                           read_manifest)
 from multimodal.ensemble.members import ExternalData
 from multimodal.config import load_run_config
-from multimodal.errors import UserError
+from multimodal.errors import ConfigError, UserError
+from multimodal.evaluation.adapt import CLASS_MIX_NOTE, adapt_batchnorm, check_target
 from multimodal.evaluation.context import Context, Options
 from multimodal.evaluation.evaluators import EVALUATORS
 from multimodal.evaluation.report import evaluation_markdown, write_report
@@ -21,7 +22,7 @@ from multimodal.runs import external_inputs, load_run, predict_split, run_cache,
 def evaluate_run(checkpoint: str, out_dir: str, data_config: str | None = None,
                  split: str = "test", tta: bool = False, n_boot: int = 1000,
                  operating_class: str | None = "mel", target_sensitivity: float = 0.9,
-                 n_saliency: int = 6, data_overrides=()) -> dict:
+                 n_saliency: int = 6, data_overrides=(), adapt_bn: float | None = None) -> dict:
     """Evaluate a run directory, or an ensemble directory (manifest.json), into out_dir
     (created only once the run or ensemble has loaded).
 
@@ -30,16 +31,34 @@ def evaluate_run(checkpoint: str, out_dir: str, data_config: str | None = None,
     the model's own validation rows (`calibration_rows` in metrics.json says which); when
     those are the reported rows (`split="val"`) the report and metrics.json say so
     (`calibration_on_same_rows`).
+
+    `adapt_bn` (a blend 0..1): a run's BatchNorm statistics are first re-estimated on the
+    reported images, unlabelled (adapt.py); metrics.json records it (`adapted_batchnorm`).
     """
+    if adapt_bn is not None:
+        _check_adaptable(checkpoint)
     if not is_ensemble(checkpoint) and load_run_config(checkpoint).task == "segmentation":
         return evaluate_segmentation(checkpoint, out_dir, data_config, split, tta, n_boot,
                                      n_overlays=n_saliency)
     if data_config is not None:
         split = "test"  # another dataset: all its rows
     options = Options(n_boot, operating_class, target_sensitivity, n_saliency)
-    make = _ensemble_context if is_ensemble(checkpoint) else _run_context
-    return run_evaluators(make(checkpoint, out_dir, data_config, split, tta, options,
-                               tuple(data_overrides)))
+    if is_ensemble(checkpoint):
+        return run_evaluators(_ensemble_context(checkpoint, out_dir, data_config, split, tta,
+                                                options, tuple(data_overrides)))
+    return run_evaluators(_run_context(checkpoint, out_dir, data_config, split, tta, options,
+                                       tuple(data_overrides), adapt_bn))
+
+
+def _check_adaptable(checkpoint: str) -> None:
+    """BatchNorm adaptation is of one classification run's model."""
+    if is_ensemble(checkpoint):
+        raise ConfigError(f"--adapt-bn re-estimates one run's BatchNorm statistics; "
+                          f"{checkpoint} is an ensemble", "pass one of its member runs")
+    task = load_run_config(checkpoint).task
+    if task != "classification":
+        raise ConfigError(f"--adapt-bn adapts classification runs; {checkpoint} is a {task} "
+                          "run", "drop --adapt-bn")
 
 
 def _ensemble_context(checkpoint, out_dir, data_config, split, tta, options, overrides):
@@ -63,7 +82,8 @@ def _ensemble_context(checkpoint, out_dir, data_config, split, tta, options, ove
                    info, options, notes)
 
 
-def _run_context(checkpoint, out_dir, data_config, split, tta, options, overrides):
+def _run_context(checkpoint, out_dir, data_config, split, tta, options, overrides,
+                 adapt_bn=None):
     run = load_run(checkpoint)
     notes = []
     own = None
@@ -79,16 +99,28 @@ def _run_context(checkpoint, out_dir, data_config, split, tta, options, override
                          "calibrate on.")
     # a run trained on a feature cache is scored from it (same model, no encoder pass) unless
     # flips are asked for or the data is another dataset
+    what = data_config or f"the {split} split"
+    if adapt_bn is not None:
+        check_target(run, inputs, split, adapt_bn, what=what)
     cache = run_cache(run.cfg) if own is not None and not tta else None
-    preds = predict_split(run, inputs, split, tta=tta,
-                          features=cache if data_config is None else None)
+    # calibration rows first, by the model as trained: its own clinic's statistics
     val_preds = (predict_split(run, own, "val", tta=tta, features=cache)
                  if own and "val" in own.sources else None)
+    adapted = None
+    if adapt_bn is not None:  # then the statistics of the reported images; images, no cache
+        adapted = adapt_batchnorm(run, inputs, split, adapt_bn, what=what)
+        cache = None
+        notes += [CLASS_MIX_NOTE, "Temperature scaling and the operating point were fitted "
+                  "on the calibration rows by the model with its training statistics."]
+    preds = predict_split(run, inputs, split, tta=tta,
+                          features=cache if data_config is None else None)
     info = {"checkpoint": os.path.abspath(checkpoint), "step": run.step, "split": split,
             "data": data_config or "the run's own split", "tta": tta,
             "modality": run.cfg.modality,
             "calibration_rows": "the run's own validation split (its best checkpoint was "
                                 "chosen on these rows)"}
+    if adapted is not None:
+        info["adapted_batchnorm"] = adapted
     return Context(preds, val_preds, run.classes, inputs.table_frame, out_dir, info, options,
                    notes, run=run, inputs=inputs)
 

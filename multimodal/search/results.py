@@ -10,11 +10,13 @@ trains it (its `smoke` section loses the searched keys, so `--smoke` keeps them 
 
 from __future__ import annotations
 
+import io
 import os
 
 import yaml
 
 from multimodal.config import config_from_dict, parse_override
+from multimodal.outputs import write_atomic
 
 
 def _set(tree: dict, dotted: str, value) -> None:
@@ -72,8 +74,10 @@ def plot(rows: list[dict], params, metric: str, path: str) -> None:
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"search: best validation {metric} of each trial")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    write_atomic(path, buf.getvalue())  # workers of a shared study write at the same time
 
 
 def best_config_tree(config_path: str, overrides, smoke: bool, modality: str | None,
@@ -100,7 +104,7 @@ def write_results(study, params, out: str, metric: str, config_path: str, overri
     import pandas as pd
 
     rows = _trial_rows(study, params)
-    pd.DataFrame(rows).to_csv(os.path.join(out, "trials.csv"), index=False)
+    write_atomic(os.path.join(out, "trials.csv"), pd.DataFrame(rows).to_csv(index=False))
     counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAIL")}
     result = {"out": out, "metric": metric, "finished": counts["COMPLETE"] + counts["PRUNED"],
               "complete": counts["COMPLETE"], "pruned": counts["PRUNED"],
@@ -113,12 +117,11 @@ def write_results(study, params, out: str, metric: str, config_path: str, overri
         tree = best_config_tree(config_path, overrides, smoke, modality, values)
         config_from_dict({k: v for k, v in tree.items() if k != "smoke"})  # it must load
         path = os.path.join(out, "best_config.yaml")
-        with open(path, "w") as f:
-            f.write(f"# Best of {counts['COMPLETE']} complete trials (search in {out}): trial "
-                    f"{best.number}, validation {metric} {best.value:.4f}"
-                    + (", searched with --smoke" if smoke else "") + ".\n"
-                    f"# From {config_path}; train it: python scripts/train.py --config {path}\n")
-            yaml.safe_dump(tree, f, sort_keys=False)
+        write_atomic(path, f"# Best of {counts['COMPLETE']} complete trials (search in {out}): "
+                     f"trial {best.number}, validation {metric} {best.value:.4f}"
+                     + (", searched with --smoke" if smoke else "") + ".\n"
+                     f"# From {config_path}; train it: python scripts/train.py --config {path}\n"
+                     + yaml.safe_dump(tree, sort_keys=False))
         result["best"] = {"trial": best.number, "value": best.value, "params": values,
                           "workdir": best.user_attrs.get("workdir"), "config": path}
     return result

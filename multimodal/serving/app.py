@@ -4,6 +4,8 @@
     POST /predict       multipart form: `image` (file) and optional metadata fields, `saliency`,
                         `explain`; JSON: probabilities, top class, explanation, overlay PNG
     GET  /model         classes, metadata vocabulary, explanation method, disclaimer
+    GET  /model-card    the model folder's MODEL_CARD.md (text/markdown; export.py writes
+                        one), linked from the page; 404 when the folder has none
     GET  /health        {"status": "ok"}
     GET  /openapi.json  the OpenAPI description (FastAPI); /docs renders it
 
@@ -26,7 +28,7 @@ import os
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -35,6 +37,7 @@ from multimodal.errors import UserError
 from multimodal.serving.fields import MetadataInputError
 from multimodal.serving.images import (DEFAULT_MAX_ASPECT, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS,
                                        load_image, mib)
+from multimodal.serving.model_card import CARD
 from multimodal.serving.overlay import overlay_png
 from multimodal.serving.predictor import DISCLAIMER, Predictor
 
@@ -146,10 +149,20 @@ def public_model(predictor: Predictor) -> dict:
     return info
 
 
+def read_card(predictor: Predictor) -> str | None:
+    """The model folder's card (read once at start: no request names a file), or None."""
+    try:
+        with open(os.path.join(predictor.path, CARD), encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def page_html(predictor: Predictor, max_upload_bytes: int) -> str:
     with open(PAGE, encoding="utf-8") as f:
         page = f.read()
-    info = {**public_model(predictor), "max_upload_bytes": max_upload_bytes}
+    info = {**public_model(predictor), "max_upload_bytes": max_upload_bytes,
+            "model_card": "model-card" if read_card(predictor) is not None else None}
     data = json.dumps(info).replace("<", "\\u003c").replace(">", "\\u003e")
     return page.replace("/*MODEL*/null", data)
 
@@ -161,6 +174,7 @@ def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_BYTES,
                   description=f"{DISCLAIMER}\n\nClasses: {', '.join(predictor.classes)}.",
                   version="1")
     page = page_html(predictor, max_upload_bytes)
+    card = read_card(predictor)
     vocab = predictor.vocabulary
 
     @app.exception_handler(RequestValidationError)
@@ -187,6 +201,16 @@ def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_BYTES,
     @app.get("/model", summary="Classes, metadata vocabulary and explanation method")
     def model():
         return public_model(predictor)
+
+    @app.get("/model-card", summary="The model card (Markdown): what the model is, its "
+             "training data, evaluations and failure modes", response_class=Response,
+             responses={200: {"content": {"text/markdown": {}}},
+                        404: {"model": ErrorBody, "description": "the model has no card"}})
+    def model_card():
+        if card is None:
+            return _error(404, f"this model folder has no {CARD}; export the model with "
+                               "scripts/export.py, which writes one")
+        return Response(card, media_type="text/markdown")
 
     known = {"image", "saliency", "explain", *vocab}
 

@@ -10,6 +10,8 @@
                              record encoding
       metadata_encoder.json  the fitted metadata encoder
       classes.json           class names in output order
+      MODEL_CARD.md          the model card (model_card.py): details, intended use, training
+                             data, every evaluation the run folder holds, failure modes
 
 An ensemble exports each member that way under `members/<k>/`, beside the manifest's
 `ensemble` entry (late fusion weights, or the stacker `stacker.ubj` + its encoder and
@@ -25,6 +27,7 @@ import os
 from multimodal.errors import ConfigError, RunError
 from multimodal.serving.explain import stacker_columns
 from multimodal.serving.fields import vocabulary
+from multimodal.serving.model_card import CARD, write_model_card
 from multimodal.serving.model import EXPORT_FORMAT, MODEL_FILE, SingleModel
 
 
@@ -105,6 +108,7 @@ def export_model(checkpoint: str, out: str, overwrite: bool = False) -> dict:
             manifest = _export_ensemble(model, checkpoint, tmp)
         else:
             manifest = export_single(model, tmp)
+        write_model_card(checkpoint, os.path.join(tmp, CARD), occasion="export")
     return manifest
 
 

@@ -206,3 +206,14 @@ def write_atomic(path: str, data: str | bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def settings_changed(path: str, settings: dict) -> list[str]:
+    """A resumable job's settings file: written on the first session (atomically); the keys
+    a later session changes (empty: it may continue)."""
+    if not os.path.exists(path):
+        write_atomic(path, json.dumps(settings, indent=1))
+        return []
+    with open(path) as f:
+        saved = json.load(f)
+    return [k for k in {**saved, **settings} if saved.get(k) != settings.get(k)]

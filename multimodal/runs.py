@@ -91,7 +91,7 @@ def external_inputs(run: LoadedRun, data_config: str, cache_dir: str | None = No
                          f"{run.classes}")
     table.classes = tuple(run.classes)
     split = table.frame[["image_id", "group_id", "label"]].assign(split="test")
-    size, shape = run.cfg.data.image_size, run.cfg.data.geometry
+    shape = run.cfg.data.geometry
     trained = (prepare.read_reference(run.workdir) or {}).get("aspect_ratio") or {}
     geometry.check_aspect(trained.get("train", trained.get("all")),
                           geometry.median_aspect(table.frame["image_path"]), shape,

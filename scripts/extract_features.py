@@ -15,7 +15,6 @@ training then fine-tunes the blocks above K only.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from multimodal.config import config_from_cli

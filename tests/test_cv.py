@@ -3,7 +3,6 @@ never trained or validated on its lesion, the test rows never touched, resumable
 CV results compared on the same rows."""
 
 import json
-import os
 
 import pandas as pd
 import pytest

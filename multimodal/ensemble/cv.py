@@ -33,7 +33,7 @@ from multimodal.data.splits import grouped_kfold, save_split, train_val_test
 from multimodal.ensemble.members import member_predictions, prob_columns
 from multimodal.ensemble.oof import check_out_of_fold, train_once
 from multimodal.errors import ConfigError, RunError
-from multimodal.outputs import write_atomic
+from multimodal.outputs import settings_changed, write_atomic
 
 INNER_VAL = 0.1  # the grouped share of each fold's training rows that picks its checkpoint
 
@@ -67,13 +67,7 @@ def fold_run_split(cfg: Config, folds: pd.DataFrame, k: int, seed: int) -> pd.Da
 
 
 def _check_same(workdir: str, record: dict) -> None:
-    path = os.path.join(workdir, "cv.json")
-    if not os.path.exists(path):
-        write_atomic(path, json.dumps(record, indent=1))
-        return
-    with open(path) as f:
-        saved = json.load(f)
-    differ = [key for key in record if saved.get(key) != record[key]]
+    differ = settings_changed(os.path.join(workdir, "cv.json"), record)
     if differ:
         raise RunError(f"{workdir} holds a cross-validation of another setting ({differ} "
                        "differ)", "pass another --workdir, or the same config, folds and seed")

@@ -32,7 +32,7 @@ import time
 
 from multimodal.config import Config, config_from_cli
 from multimodal.errors import ConfigError, RunError
-from multimodal.outputs import write_atomic
+from multimodal.outputs import settings_changed
 from multimodal.search.results import write_results
 from multimodal.search.shared import alive, check_url
 from multimodal.search.space import check_space, load_space
@@ -89,13 +89,7 @@ def _settings(config_path, space_path, overrides, smoke, modality, metric, sampl
 
 def _check_settings(out: str, settings: dict) -> None:
     """First session: save the settings; later ones must repeat them."""
-    path = os.path.join(out, "search.json")
-    if not os.path.exists(path):
-        write_atomic(path, json.dumps(settings, indent=1))
-        return
-    with open(path) as f:
-        saved = json.load(f)
-    changed = [k for k in {**saved, **settings} if saved.get(k) != settings.get(k)]
+    changed = settings_changed(os.path.join(out, "search.json"), settings)
     if changed:
         raise ConfigError(f"{out} holds a search started with other settings ({', '.join(changed)} "
                           "differ); a search continues only with the command that started it",

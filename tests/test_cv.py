@@ -80,6 +80,17 @@ def test_stacking_a_cv_folder_scores_every_system_on_the_same_rows(cv_dir, tmp_p
     assert 0 <= systems["stacker"]["oof"]["rule_balanced_accuracy"] <= 1
     assert result["differences"]["metadata gain at the stacker (oof)"]["groups"] > 0
     assert (out / "stacker.ubj").exists() and (out / "systems.md").exists()
+    import subprocess
+    import sys
+
+    from scripts_helper import ROOT
+    table = subprocess.run([sys.executable, "benchmarks/cv_table.py", "--cv", str(cv_dir),
+                            "--stack", str(out), "--made-by", "python scripts/cv.py ...",
+                            "--results", str(tmp_path / "results"), "--name", "cv"],
+                           cwd=ROOT, capture_output=True, text=True)
+    assert table.returncode == 0, table.stderr
+    text = (tmp_path / "results" / "cv.md").read_text()
+    assert f"| {rows} |" in text and "stacker (no metadata)" in text and "Command:" in text
     refused(run_script("stack.py", "--cv", str(cv_dir), "--config", SMOKE[1], "--workdir",
                        str(tmp_path / "x"), check=False), "--config")
     refused(run_script("stack.py", "--cv", str(tmp_path), "--workdir", str(tmp_path / "y"),

@@ -153,23 +153,33 @@ def record_entries(path: str, tool: str, names) -> None:
 def staged_output(path: str, tool: str, overwrite: bool = False,
                   protected: dict | None = None, legacy: tuple = (),
                   replace_with: str | None = "--overwrite"):
-    """Yield a temporary sibling folder to fill; on success it replaces `path` whole."""
-    check_output(path, tool, overwrite=overwrite, protected=protected, legacy=legacy,
-                 replace_with=replace_with)
-    parent = os.path.dirname(os.path.abspath(path))
+    """Yield a temporary sibling folder to fill; on success it replaces `path` whole.
+
+    The rule is checked again just before the swap (a folder filled meanwhile is refused,
+    not replaced), and a failed swap puts the old folder back."""
+    path = os.path.abspath(path)
+    rule = dict(overwrite=overwrite, protected=protected, legacy=legacy,
+                replace_with=replace_with)
+    check_output(path, tool, **rule)
+    parent, name = os.path.dirname(path), os.path.basename(path)
     os.makedirs(parent, exist_ok=True)
-    name = os.path.basename(os.path.abspath(path))
     staging = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
     try:
         with _disk_errors(path):
             yield staging
             _mark(staging, tool, os.listdir(staging))
+            check_output(path, tool, **rule)
             old = None
             if os.path.isdir(path):
                 old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
                 os.rmdir(old)
                 os.rename(path, old)
-            os.rename(staging, path)
+            try:
+                os.rename(staging, path)
+            except BaseException:
+                if old:
+                    os.rename(old, path)
+                raise
             if old:
                 shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -46,8 +46,9 @@ import sys
 from multimodal.errors import ConfigError, RunError, cli
 
 # what an evaluation folder held before evaluations left the output marker
-EVAL_ENTRIES = ("metrics.json", "*.json", "*.csv", "*.png", "*.md", "*.html", "saliency*",
-               "overlays*")
+# (report.html first: the one file every earlier evaluation has and a user's folder hardly)
+EVAL_ENTRIES = ("report.html", "metrics.json", "report.md", "*.json", "*.csv", "*.png",
+                "saliency*", "overlays*")
 
 
 @cli

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     from multimodal.outputs import staged_output
 
     # one manifest.json: a run again replaces this tool's own folder, never a member's
-    with staged_output(args.out, "late_fusion", overwrite=True, legacy=("manifest.json",),
+    with staged_output(args.out, "late_fusion", overwrite=True,
                        protected={m: "member run" for m in args.members}) as out:
         summary = build_late_fusion(args.members, out, not args.plain_log_loss)
     print(json.dumps(summary, indent=1))

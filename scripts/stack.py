@@ -108,7 +108,12 @@ def stack_cross_validation(args) -> int:
             raise RunError(f"{cv} is not a cross-validation folder (no cv.json)",
                            "make one: python scripts/cv.py --config C --folds 5 --workdir "
                            f"{cv} --score-test")
-    claim_output(args.workdir, "stacking", protected={c: "cross-validation" for c in args.cv})
+    names = [os.path.basename(os.path.normpath(os.path.abspath(c))) for c in args.cv]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"--cv folders must have different names (they label the systems): "
+                          f"{names}", "rename or move one")
+    claim_output(args.workdir, "stacking (cv)",
+                 protected={c: "cross-validation" for c in args.cv})
     result = stack_report(args.cv, args.workdir, args.seed, args.score_test, args.bootstrap,
                           args.stacker_device)
     with open(os.path.join(args.workdir, "systems.md")) as f:

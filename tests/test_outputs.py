@@ -96,6 +96,34 @@ def test_a_crash_mid_write_keeps_the_old_output_and_leaves_nothing_half_written(
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
+def test_a_folder_filled_while_the_tool_ran_is_refused_not_replaced(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(OutputError, match="not empty"):
+        with staged_output(str(out), "tool") as tmp:
+            _fill(tmp)
+            out.mkdir()
+            (out / "thesis.txt").write_text("written meanwhile")
+    assert (out / "thesis.txt").read_text() == "written meanwhile"
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_a_failed_swap_puts_the_old_output_back(tmp_path, monkeypatch):
+    out = _written(tmp_path / "out")
+    real = os.rename
+
+    def rename(src, dst):
+        if ".partial-" in str(src):
+            raise OSError(errno.EIO, "I/O error")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(OSError):
+        with staged_output(str(out), "tool", overwrite=True) as tmp:
+            _fill(tmp, "new")
+    assert (out / "result.txt").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
 def test_write_atomic_leaves_the_old_file_on_a_failed_write(tmp_path, monkeypatch):
     path = tmp_path / "f.json"
     write_atomic(str(path), "old")

@@ -33,7 +33,7 @@ from multimodal.data.splits import grouped_kfold, save_split, train_val_test
 from multimodal.ensemble.members import member_predictions, prob_columns
 from multimodal.ensemble.oof import check_out_of_fold, train_once
 from multimodal.errors import ConfigError, RunError
-from multimodal.outputs import settings_changed, write_atomic
+from multimodal.outputs import write_atomic
 
 INNER_VAL = 0.1  # the grouped share of each fold's training rows that picks its checkpoint
 
@@ -66,11 +66,25 @@ def fold_run_split(cfg: Config, folds: pd.DataFrame, k: int, seed: int) -> pd.Da
     return pd.concat([inner, held], ignore_index=True)
 
 
+def _digest(frame: pd.DataFrame) -> str:
+    text = frame.astype(str).sort_values("image_id").to_csv(index=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _check_same(workdir: str, record: dict) -> None:
-    differ = settings_changed(os.path.join(workdir, "cv.json"), record)
+    """The first session records `record` in cv.json; later ones must repeat it (keys a
+    session before did not record are added now)."""
+    path = os.path.join(workdir, "cv.json")
+    saved = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+    differ = [k for k in record if k in saved and saved[k] != record[k]]
     if differ:
         raise RunError(f"{workdir} holds a cross-validation of another setting ({differ} "
                        "differ)", "pass another --workdir, or the same config, folds and seed")
+    if not set(record) <= set(saved):
+        write_atomic(path, json.dumps({**saved, **record}, indent=1))
 
 
 def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
@@ -89,6 +103,10 @@ def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
     _check_same(workdir, {"config_digest": config_digest(cfg), "folds": k, "seed": seed,
                           "name": cfg.name, "modality": cfg.modality})
     base, folds = development_folds(cfg, k, seed)
+    # a resumed fold must train and predict on the very rows it started with: the data, the
+    # split code or a library changing between sessions would otherwise move rows it trained
+    # on into its out-of-fold part
+    _check_same(workdir, {"folds_sha256": _digest(folds), "base_sha256": _digest(base)})
     save_split(base, os.path.join(workdir, "base_split.csv"))
     save_split(folds, os.path.join(workdir, "folds.csv"))
     parts = []
@@ -96,6 +114,10 @@ def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
         run_dir = os.path.join(workdir, f"fold_{j}")
         split_path = os.path.join(run_dir, "fold_split.csv")
         split = fold_run_split(cfg, folds, j, seed)
+        if os.path.exists(split_path) and _digest(pd.read_csv(split_path, dtype=str)) != \
+                _digest(split.astype(str)):
+            raise RunError(f"{split_path} differs from the fold this command makes now",
+                           "pass another --workdir (the data or the split changed)")
         save_split(split, split_path)
         cfg_j = dataclasses.replace(cfg, data=dataclasses.replace(
             cfg.data, split_file=split_path, fold=None))
@@ -111,6 +133,9 @@ def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
         if score_test:
             test_predictions(run_dir, base, os.path.join(workdir, "test", f"fold_{j}.csv"))
     oof = pd.concat(parts, ignore_index=True)
+    if oof["image_id"].duplicated().any() or set(oof["image_id"]) != set(folds["image_id"]):
+        raise RunError(f"{workdir}: the out-of-fold predictions do not cover each development "
+                       "row exactly once", "pass another --workdir")
     classes = [c[len("prob_"):] for c in oof.columns if c.startswith("prob_")]
     oof = oof[["image_id", "group_id", "label", "fold", "predicted", *prob_columns(classes),
                *[f"logit_{c}" for c in classes]]]

@@ -149,7 +149,7 @@ def stack_cv(cv_dirs: list[str], workdir: str, table_frame: pd.DataFrame,
             out["late_fusion"] = (out["late_fusion"][0],
                                   prediction_frame(averages[0][KEEP], classes, fused))
     for m, avg in zip(members, averages if score_test else [None] * len(members)):
-        name = os.path.basename(os.path.normpath(m["dir"]))
+        name = os.path.basename(os.path.normpath(os.path.abspath(m["dir"])))
         out[f"member:{name}"] = (m["oof"], avg)
         if score_test:
             out[f"single:{name}"] = (None, m["tests"][0])

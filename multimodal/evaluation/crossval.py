@@ -153,7 +153,7 @@ def stack_report(cv_dirs: list[str], workdir: str, seed: int = 0, score_test: bo
     modality = {}
     for d in cv_dirs:
         with open(os.path.join(d, "cv.json")) as f:
-            modality[f"member:{os.path.basename(os.path.normpath(d))}"] = json.load(f)["modality"]
+            modality[f"member:{os.path.basename(os.path.normpath(os.path.abspath(d)))}"] = json.load(f)["modality"]
     differences = {}
     for where in ("oof", "test"):
         for m in members:

@@ -62,7 +62,9 @@ def main(argv=None) -> int:
     from multimodal.outputs import claim_output, record_entries
     from multimodal.training.trainer import train
 
-    claim_output(args.workdir, "cross-validation")
+    from multimodal.data.build import dataset_folders
+
+    claim_output(args.workdir, "cross-validation", protected=dataset_folders(cfg.data))
     run_cv(cfg, args.workdir, train, args.folds, args.seed, args.score_test,
            show_progress=not args.no_progress)
     summary = summarise_cv(args.workdir, extra={"name": cfg.name, "modality": cfg.modality})

@@ -126,8 +126,13 @@ def main(argv=None) -> int:
         args.data, tag = shifted_copy(args.checkpoint, args.shifted, seed, severity)
         out = args.out or os.path.join(args.checkpoint, f"eval_shifted_{tag}-seed{seed}")
     # an evaluation replaces its own earlier one, never the run or a folder of other files
-    rule = dict(overwrite=True, protected={args.checkpoint: "run being evaluated"},
-                legacy=EVAL_ENTRIES)
+    protected = {args.checkpoint: "run being evaluated"}
+    if os.path.exists(os.path.join(args.checkpoint, "config.yaml")):  # a run: its dataset too
+        from multimodal.config import load_run_config
+        from multimodal.data.build import dataset_folders
+
+        protected.update(dataset_folders(load_run_config(args.checkpoint).data))
+    rule = dict(overwrite=True, protected=protected, legacy=EVAL_ENTRIES)
     adapted_out = adapted_folder(out, blend) if blend is not None else None
     for folder in (out, adapted_out):
         if folder:

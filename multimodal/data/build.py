@@ -100,11 +100,16 @@ def resolve_split(table: DatasetTable, cfg: DataConfig, save_to: str | None = No
 
 
 def dataset_folders(cfg: DataConfig) -> dict:
-    """{folder: "dataset folder"} for every path of the data section (a file's folder):
-    what no tool may write into (multimodal.outputs)."""
+    """What no tool may write into (multimodal.outputs): every folder the data section names
+    ("dataset folder": not it, nor anything inside it), and the folder of every file it
+    names ("folder of a dataset file": not that folder itself; a CSV may sit in a project's
+    root, whose sub-folders stay writable)."""
     folders = {}
     for value in (cfg.options or {}).values():
         if isinstance(value, str) and value and os.path.exists(value):
-            folder = value if os.path.isdir(value) else os.path.dirname(os.path.abspath(value))
-            folders[folder] = "dataset folder"
+            if os.path.isdir(value):
+                folders[value] = "dataset folder"
+            else:
+                folders.setdefault(os.path.dirname(os.path.abspath(value)),
+                                   "folder of a dataset file")
     return folders

@@ -43,9 +43,9 @@ def config_digest(cfg: Config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def development_folds(cfg: Config, k: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def development_folds(cfg: Config, table, k: int,
+                      seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(base split, K grouped stratified folds of its train+val rows)."""
-    table = load_table(cfg.data)
     data = dataclasses.replace(cfg.data, fold=None)
     base = resolve_split(table, data)
     dev = base[base["split"] != "test"]
@@ -54,10 +54,9 @@ def development_folds(cfg: Config, k: int, seed: int) -> tuple[pd.DataFrame, pd.
     return base, folds
 
 
-def fold_run_split(cfg: Config, folds: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
+def fold_run_split(cfg: Config, table, folds: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
     """Fold k: test = fold k, val = a grouped stratified tenth of the other folds, train
     the rest."""
-    table = load_table(cfg.data)
     rest = folds[folds["fold"] != k]
     inner = train_val_test(table.subset(rest["image_id"]), val=INNER_VAL, test=0.0,
                            seed=seed + 1 + k, stratify=tuple(cfg.data.stratify),
@@ -102,7 +101,8 @@ def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
                           f"{cfg.task}")
     _check_same(workdir, {"config_digest": config_digest(cfg), "folds": k, "seed": seed,
                           "name": cfg.name, "modality": cfg.modality})
-    base, folds = development_folds(cfg, k, seed)
+    table = load_table(cfg.data)  # read once: the folds and every fold's inner split use it
+    base, folds = development_folds(cfg, table, k, seed)
     # a resumed fold must train and predict on the very rows it started with: the data, the
     # split code or a library changing between sessions would otherwise move rows it trained
     # on into its out-of-fold part
@@ -113,7 +113,7 @@ def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
     for j in range(k):
         run_dir = os.path.join(workdir, f"fold_{j}")
         split_path = os.path.join(run_dir, "fold_split.csv")
-        split = fold_run_split(cfg, folds, j, seed)
+        split = fold_run_split(cfg, table, folds, j, seed)
         if os.path.exists(split_path) and _digest(pd.read_csv(split_path, dtype=str)) != \
                 _digest(split.astype(str)):
             raise RunError(f"{split_path} differs from the fold this command makes now",

@@ -143,8 +143,7 @@ def stack_cv(cv_dirs: list[str], workdir: str, table_frame: pd.DataFrame,
         out["stacker"] = (out["stacker"][0],
                           prediction_frame(averages[0][KEEP], classes, final.predict_proba(Xt)))
         if len(members) > 1:
-            probs = [m["oof"][prob_columns(classes)].to_numpy() for m in members]
-            w = fit_weights(probs, y)
+            w = fit_weights(probs, y)  # the members' OOF probabilities, as above
             fused = combine([a[prob_columns(classes)].to_numpy() for a in averages], w)
             out["late_fusion"] = (out["late_fusion"][0],
                                   prediction_frame(averages[0][KEEP], classes, fused))

@@ -59,9 +59,10 @@ class DataConfig:
     stratify_bins: dict | None = None
     metadata: list | None = None  # feature columns; None = all the source declares
     metadata_encoding: dict | None = None  # column -> kind, e.g. {age: binned} (quantile bins)
-    image_size: int = 64
-    # picture -> image_size square, everywhere (multimodal/data/geometry.py): crop (short side,
-    # random/centre square) | squash (whole picture stretched) | pad (letterbox, black bars)
+    # the model input: a square's side, or [height, width] (e.g. [150, 200]: HAM10000 whole)
+    image_size: int | list = 64
+    # picture -> that input, everywhere (multimodal/data/geometry.py): crop (covering resize,
+    # random/centre window) | squash (whole picture stretched) | pad (letterbox, black bars)
     geometry: str = "crop"
     prepared_dir: str | None = None  # ArrayRecord cache; default: the shared store (content-keyed)
     augment: list = field(default_factory=lambda: ["flip_h", "flip_v"])
@@ -170,6 +171,13 @@ RANGES = {
 
 def _check_range(path: str, value) -> None:
     if path not in RANGES or value is None:
+        return
+    if isinstance(value, list):  # a rectangle, [height, width]: each side in range
+        if len(value) != 2 or any(not isinstance(v, int) or isinstance(v, bool) for v in value):
+            raise ConfigError(f"{path}: {value!r} must be one int (a square) or "
+                              f"[height, width] (two ints)")
+        for v in value:
+            _check_range(path, v)
         return
     low, high = RANGES[path]
     positive = low == ">0"

@@ -33,6 +33,19 @@ def summary_line(summary: dict) -> str:
             f"{s['balanced_accuracy']['sd']:.3f}; macro AUC {m['macro_auc']['value']:.3f}")
 
 
+def screen_line(oof) -> str:
+    from multimodal.evaluation.compare import classes_of
+    from multimodal.evaluation.context import arrays
+    from multimodal.evaluation.metrics import point_metrics
+
+    labels, _, probs = arrays(oof, classes_of(oof))
+    folds = sorted(int(f) for f in oof["fold"].unique())
+    ba = point_metrics(labels, probs)["balanced_accuracy"]
+    return (f"screen: folds {folds} only, {len(oof)} rows, balanced accuracy {ba:.3f}; compare "
+            f"a fold with scripts/compare.py A/fold_{folds[0]}/oof_predictions.csv "
+            f"B/fold_{folds[0]}/oof_predictions.csv; rerun without --only-folds to complete")
+
+
 @cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
@@ -50,6 +63,10 @@ def main(argv=None) -> int:
                         help="also predict the base split's test rows with every fold model "
                              "(for the fold average and stacking; score the test split once "
                              "per final configuration)")
+    parser.add_argument("--only-folds", type=int, nargs="+", metavar="J",
+                        help="a screen: train just these folds of the same K (compare a fold's "
+                             "oof_predictions.csv with scripts/compare.py); rerun without it to "
+                             "complete the CV")
     parser.add_argument("--smoke", action="store_true", help="the config's tiny smoke variant")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -65,8 +82,14 @@ def main(argv=None) -> int:
     from multimodal.data.build import dataset_folders
 
     claim_output(args.workdir, "cross-validation", protected=dataset_folders(cfg.data))
-    run_cv(cfg, args.workdir, train, args.folds, args.seed, args.score_test,
-           show_progress=not args.no_progress)
+    oof = run_cv(cfg, args.workdir, train, args.folds, args.seed, args.score_test,
+                 show_progress=not args.no_progress, only=args.only_folds)
+    if args.only_folds is not None:
+        record_entries(args.workdir, "cross-validation",
+                       [e for e in os.listdir(args.workdir)
+                        if e in CV_ENTRIES or e.startswith("fold_")])
+        print(screen_line(oof))
+        return 0
     summary = summarise_cv(args.workdir, extra={"name": cfg.name, "modality": cfg.modality})
     record_entries(args.workdir, "cross-validation",
                    [e for e in os.listdir(args.workdir) if e in CV_ENTRIES or e.startswith("fold_")])

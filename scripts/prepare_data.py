@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 from multimodal.config import config_from_cli
+from multimodal.data.geometry import describe
 from multimodal.errors import cli
 
 # what this tool writes in its folder (the output marker lists these as its own)
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
         print(f"{args.out} is up to date (inputs sha256 {manifest['inputs_sha256'][:12]}): "
               "nothing to do")
     else:
-        print(f"prepared {manifest['splits']} at {cfg.data.image_size} px "
+        print(f"prepared {manifest['splits']} at {describe(cfg.data.image_size)} "
               f"({cfg.data.geometry}) -> {args.out}")
     return 0
 

@@ -57,6 +57,22 @@ def test_a_rerun_resumes_and_another_setting_is_refused(cv_dir):
             "at least 3 folds")
 
 
+def test_a_screen_runs_only_the_folds_asked_and_pools_nothing(cv_dir, tmp_path):
+    import shutil
+
+    work = tmp_path / "screen"
+    shutil.copytree(cv_dir, work)
+    shutil.rmtree(work / "oof")
+    shutil.rmtree(work / "fold_2")
+    out = run_script("cv.py", *SMOKE, "--folds", "3", "--workdir", str(work), "--only-folds", "1")
+    assert "epoch" not in out.stdout + out.stderr  # fold 1 reused, fold 2 not trained
+    rows = len(pd.read_csv(work / "fold_1" / "oof_predictions.csv"))
+    assert f"screen: folds [1] only, {rows} rows" in out.stdout
+    assert not (work / "oof").exists() and not (work / "fold_2").exists()
+    refused(run_script("cv.py", *SMOKE, "--folds", "3", "--workdir", str(work), "--only-folds",
+                       "3", check=False), "--only-folds", "0 to 2")
+
+
 def test_two_cv_results_compare_paired_on_the_oof_rows(cv_dir, tmp_path):
     out = run_script("compare.py", str(cv_dir / "oof"), str(cv_dir / "oof"),
                      "--out", str(tmp_path / "cmp.json"))

@@ -222,3 +222,79 @@ def test_runs_on_the_same_data_share_one_prepared_folder(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "run3" / prepare.REFERENCE).read_text())["settings"][
         "geometry"] == "pad"
     assert not [p for p in os.listdir(store) if p.startswith(".tmp")]
+
+
+# --- rectangles: data.image_size = [height, width] ---
+
+@pytest.mark.parametrize("kind", geometry.GEOMETRIES)
+def test_a_rectangle_of_the_pictures_aspect_keeps_the_whole_picture(kind):
+    """120x60 pictures (2:1) into a [30, 60] input: every geometry shows everything,
+    nothing cropped, stretched or padded."""
+    stored = np.asarray(geometry.for_storage(Image.fromarray(barred()), [30, 60], kind))
+    assert stored.shape == (30, 60, 3)  # the covering resize is the input itself here
+    out = geometry.fit(stored, [30, 60], kind)
+    assert out.shape == (30, 60, 3)
+    assert _close(out[15, 2], RED) and _close(out[15, 30], GREEN) and _close(out[15, 57], RED)
+    assert _close(out[0, 30], GREEN) and _close(out[29, 30], GREEN)  # no padding rows
+    assert geometry.fit(stored, [30, 60], kind, np.random.default_rng(0)).shape == (30, 60, 3)
+
+
+def test_a_rectangle_of_another_aspect_crops_squashes_or_pads_along_the_right_side():
+    picture = barred()  # 120x60, 2:1, into [40, 60] (3:2)
+    stored = np.asarray(geometry.for_storage(Image.fromarray(picture), [40, 60], "crop"))
+    assert stored.shape == (40, 80, 3)  # covered: 10 px to cut at each side
+    crop = geometry.fit(stored, [40, 60], "crop")
+    assert crop.shape == (40, 60, 3) and _close(crop[20, 1], RED) and _close(crop[20, 30], GREEN)
+    pad = geometry.fit(picture, [40, 60], "pad")  # fitted at 60x30: 5 black rows top and bottom
+    assert pad.shape == (40, 60, 3) and pad[:4].max() <= 16 and pad[-4:].max() <= 16
+    assert _close(pad[20, 2], RED) and _close(pad[20, 30], GREEN)
+    squash = geometry.fit(picture, [40, 60], "squash")
+    assert squash.shape == (40, 60, 3) and _close(squash[0, 2], RED)
+    # the inverse maps the input's corners back onto the source picture
+    assert geometry.to_source((0, 0, 60, 40), [40, 60], (120, 60), "crop") == \
+        pytest.approx((15.0, 0.0, 105.0, 60.0))
+    assert geometry.to_source((0, 5, 60, 35), [40, 60], (120, 60), "pad") == \
+        pytest.approx((0.0, 0.0, 120.0, 60.0))
+    # an int and [n, n] are the same square
+    assert np.array_equal(geometry.fit(picture, 70, "crop"), geometry.fit(picture, [70, 70]))
+    assert geometry.hw(50) == (50, 50) and geometry.hw([150, 200]) == (150, 200)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("[150, 200, 3]", "two ints"), ("[4, 200]", "out of range"), ("[150, 2.5]", "two ints"),
+    ("[a, b]", "two ints"), ("[]", "two ints")])
+def test_a_bad_rectangle_is_refused_in_one_line(value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [f"data.image_size={value}"])
+    assert load_config(None, ["data.image_size=[150, 200]"]).data.image_size == [150, 200]
+
+
+def test_a_rectangular_run_trains_evaluates_and_serves(tmp_path):
+    """The sample at its own 4:3 aspect ([24, 32]): train, evaluate, and the exported
+    model's input shape and predictions agree with the run's."""
+    from scripts_helper import run_script
+
+    from multimodal.serving.export import export_model
+    from multimodal.serving.predictor import Predictor
+
+    work, out = tmp_path / "run", tmp_path / "eval"
+    run_script("train.py", "--config", "configs/ham10000_sample.yaml", "--smoke", "--no-progress",
+               "--workdir", str(work), "--set", "data.image_size=[24, 32]")
+    run_script("evaluate.py", "--checkpoint", str(work), "--out", str(out), "--bootstrap", "20")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["metrics"]["balanced_accuracy"]["value"] <= 1.0
+    export_model(str(work), str(tmp_path / "model"))
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    assert manifest["inputs"]["image"]["shape"][1:] == [24, 32, 3]
+    from multimodal.data.sample import SAMPLE_DIR
+    from multimodal.serving.images import read_image_file
+
+    folder = os.path.join(SAMPLE_DIR, "images")
+    pictures = [read_image_file(os.path.join(folder, n)) for n in sorted(os.listdir(folder))[:2]]
+    rows = [{}, {}]
+    run_p = [p.probabilities for p in Predictor.open(str(work)).predict(pictures, rows)]
+    exp_p = [p.probabilities for p in Predictor.open(str(tmp_path / "model")).predict(
+        pictures, rows)]
+    assert [list(p) for p in run_p] == [list(p) for p in exp_p]
+    assert np.allclose([list(p.values()) for p in run_p], [list(p.values()) for p in exp_p],
+                       atol=1e-4)

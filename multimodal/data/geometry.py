@@ -1,20 +1,24 @@
-"""How a picture of any shape becomes the square model input: one choice per config.
+"""How a picture of any shape becomes the model input: one choice per config.
+
+`data.image_size` is the input's side (a square) or `[height, width]` (a rectangle, e.g.
+`[150, 200]`: HAM10000's 200x150 pictures at full resolution, nothing cropped or stretched).
+`hw(size)` turns either into (height, width); below, "the input" is that rectangle.
 
 `data.geometry` names it, and every place an image becomes a model input applies the
 same one (preparation, normaliser fitting, the training and evaluation pipeline,
 SMOTE/ADASYN resampling, feature extraction, evaluation on another dataset):
 
-- `crop` (default): resize so the short side is `image_size` (aspect ratio kept), then
-  take a square: a random one in training, the central one otherwise. The parts
-  outside the square along the long side are never seen at evaluation.
-- `squash`: resize the whole picture to `image_size` x `image_size`; nothing is lost,
-  shapes are stretched by the aspect ratio.
-- `pad`: letterbox: resize so the long side is `image_size` (aspect ratio kept) and
-  centre it on a black square; nothing is lost or stretched, part of the input is
-  padding.
+- `crop` (default): resize so the picture just covers the input (aspect ratio kept; for
+  a square, the short side is `image_size`), then take an input-sized window: a random
+  one in training, the central one otherwise. What lies outside the window is never seen
+  at evaluation (nothing, when the picture has the input's aspect ratio).
+- `squash`: resize the whole picture to the input; nothing is lost, shapes are
+  stretched when the aspect ratios differ.
+- `pad`: letterbox: resize so the picture just fits inside the input (aspect ratio kept)
+  and centre it on black; nothing is lost or stretched, part of the input is padding.
 
-Prepared records hold the short-side-resized picture for `crop` (room for random crops)
-and the final square for `squash` and `pad`; `fit` is idempotent on them. Random
+Prepared records hold the covering resize for `crop` (room for random crops) and the
+final input for `squash` and `pad`; `fit` is idempotent on them. Random
 position and scale for `squash` / `pad` come from augmentation ops (`translate`, `zoom`,
 `random_resized_crop`).
 
@@ -47,6 +51,19 @@ _EFFECT = {
 }
 
 
+def hw(size) -> tuple[int, int]:
+    """`data.image_size` (an int: a square; [height, width]: a rectangle) -> (height, width)."""
+    if isinstance(size, (list, tuple)):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def describe(size) -> str:
+    """'128 px square' or '150x200 px (height x width)', for reports and model cards."""
+    h, w = hw(size)
+    return f"{h} px square" if h == w else f"{h}x{w} px (height x width)"
+
+
 def check(geometry: str) -> str:
     if geometry not in GEOMETRIES:
         raise ConfigError(f"data.geometry: {geometry!r} is not one of {list(GEOMETRIES)}",
@@ -64,84 +81,95 @@ def _resize(image: Image.Image, size: tuple[int, int], resample=None) -> Image.I
     return image.resize(size, resample)
 
 
-def short_side(image: Image.Image, size: int, resample=None) -> Image.Image:
-    """Resized so the short side is `size`, aspect ratio kept."""
-    w, h = image.size
-    scale = size / min(w, h)
-    return _resize(image, (max(size, round(w * scale)), max(size, round(h * scale))), resample)
+def cover(image: Image.Image, size, resample=None) -> Image.Image:
+    """Resized (aspect ratio kept) to the smallest picture that covers the input `size`;
+    for a square input, the short side becomes `size`."""
+    h, w = hw(size)
+    iw, ih = image.size
+    scale = max(w / iw, h / ih)
+    return _resize(image, (max(w, round(iw * scale)), max(h, round(ih * scale))), resample)
 
 
-def letterbox(image: Image.Image, size: int, resample=None) -> Image.Image:
-    """Resized so the long side is `size`, centred on a `PAD_VALUE` square of side `size`."""
-    w, h = image.size
-    if (w, h) == (size, size):
+short_side = cover  # the square case's older name
+
+
+def letterbox(image: Image.Image, size, resample=None) -> Image.Image:
+    """Resized to fit inside the input `size` (aspect ratio kept), centred on `PAD_VALUE`."""
+    h, w = hw(size)
+    iw, ih = image.size
+    if (iw, ih) == (w, h):
         return image
-    scale = size / max(w, h)
-    inner = (min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale))))
-    canvas = Image.new(image.mode, (size, size), (PAD_VALUE,) * len(image.getbands()))
-    canvas.paste(_resize(image, inner, resample), ((size - inner[0]) // 2,
-                                                   (size - inner[1]) // 2))
+    scale = min(w / iw, h / ih)
+    inner = (min(w, max(1, round(iw * scale))), min(h, max(1, round(ih * scale))))
+    canvas = Image.new(image.mode, (w, h), (PAD_VALUE,) * len(image.getbands()))
+    canvas.paste(_resize(image, inner, resample), ((w - inner[0]) // 2, (h - inner[1]) // 2))
     return canvas
 
 
-def for_storage(image: Image.Image, size: int, geometry: str, resample=None) -> Image.Image:
-    """What a prepared record holds: the short-side resize (`crop`), else the final square."""
+def for_storage(image: Image.Image, size, geometry: str, resample=None) -> Image.Image:
+    """What a prepared record holds: the covering resize (`crop`), else the final input."""
     if geometry == "crop":
-        return short_side(image, size, resample)
+        return cover(image, size, resample)
     if geometry == "squash":
-        return _resize(image, (size, size), resample)
+        h, w = hw(size)
+        return _resize(image, (w, h), resample)
     if geometry == "pad":
         return letterbox(image, size, resample)
     raise ValueError(check(geometry))
 
 
-def crop(image: np.ndarray, size: int, rng: np.random.Generator | None,
+def crop(image: np.ndarray, size, rng: np.random.Generator | None,
          resample=None) -> np.ndarray:
-    """Square crop of side `size`: random in training (rng given), central otherwise."""
+    """An input-sized window: random in training (rng given), central otherwise. A picture
+    smaller than the input along either side is first resized to cover it; a larger one
+    is cut as it is (prepared records already hold the covering resize)."""
+    th, tw = hw(size)
     h, w = image.shape[:2]
-    if min(h, w) < size:
-        image = np.asarray(short_side(Image.fromarray(image), size, resample))
+    if h < th or w < tw:
+        image = np.asarray(cover(Image.fromarray(image), size, resample))
         h, w = image.shape[:2]
     if rng is not None:
-        y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+        y, x = int(rng.integers(h - th + 1)), int(rng.integers(w - tw + 1))
     else:
-        y, x = (h - size) // 2, (w - size) // 2
-    return image[y:y + size, x:x + size]
+        y, x = (h - th) // 2, (w - tw) // 2
+    return image[y:y + th, x:x + tw]
 
 
-def fit(image: np.ndarray, size: int, geometry: str = "crop",
+def fit(image: np.ndarray, size, geometry: str = "crop",
         rng: np.random.Generator | None = None, resample=None) -> np.ndarray:
-    """uint8 HxWx3 (or a HxW mask) of any shape -> `size` x `size` by `geometry`; `rng`
-    (training) only moves the `crop` square; `resample=Image.NEAREST` for masks."""
+    """uint8 HxWx3 (or a HxW mask) of any shape -> the input `size` by `geometry`; `rng`
+    (training) only moves the `crop` window; `resample=Image.NEAREST` for masks."""
     if geometry == "crop":
         return crop(image, size, rng, resample)
-    if image.shape[:2] == (size, size):
+    th, tw = hw(size)
+    if image.shape[:2] == (th, tw):
         return image
     if geometry == "squash":
-        return np.asarray(_resize(Image.fromarray(image), (size, size), resample))
+        return np.asarray(_resize(Image.fromarray(image), (tw, th), resample))
     if geometry == "pad":
         return np.asarray(letterbox(Image.fromarray(image), size, resample))
     raise ValueError(check(geometry))
 
 
-def to_source(box, size: int, source_size: tuple[int, int], geometry: str) -> tuple:
-    """A box (x0, y0, x1, y1) in the `size` square the model saw (the central `crop` square,
-    as at evaluation) -> the same region in the source picture of `source_size` (w, h),
-    clipped to it: the inverse of `fit` (lesion crops from predicted masks)."""
+def to_source(box, size, source_size: tuple[int, int], geometry: str) -> tuple:
+    """A box (x0, y0, x1, y1) in the input the model saw (the central `crop` window, as at
+    evaluation) -> the same region in the source picture of `source_size` (w, h), clipped
+    to it: the inverse of `fit` (lesion crops from predicted masks)."""
+    th, tw = hw(size)
     w, h = source_size
     x0, y0, x1, y1 = (float(v) for v in box)
     if geometry == "squash":
-        sx, sy, ox, oy = w / size, h / size, 0.0, 0.0
+        sx, sy, ox, oy = w / tw, h / th, 0.0, 0.0
     elif geometry == "crop":
-        scale = size / min(w, h)
-        rw, rh = max(size, round(w * scale)), max(size, round(h * scale))
+        scale = max(tw / w, th / h)
+        rw, rh = max(tw, round(w * scale)), max(th, round(h * scale))
         sx, sy = w / rw, h / rh
-        ox, oy = (rw - size) // 2 * sx, (rh - size) // 2 * sy
+        ox, oy = (rw - tw) // 2 * sx, (rh - th) // 2 * sy
     elif geometry == "pad":
-        scale = size / max(w, h)
-        iw, ih = min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale)))
+        scale = min(tw / w, th / h)
+        iw, ih = min(tw, max(1, round(w * scale))), min(th, max(1, round(h * scale)))
         sx, sy = w / iw, h / ih
-        ox, oy = -((size - iw) // 2) * sx, -((size - ih) // 2) * sy
+        ox, oy = -((tw - iw) // 2) * sx, -((th - ih) // 2) * sy
     else:
         raise ValueError(check(geometry))
     return (max(0.0, x0 * sx + ox), max(0.0, y0 * sy + oy), min(float(w), x1 * sx + ox),

@@ -87,12 +87,17 @@ def _check_same(workdir: str, record: dict) -> None:
 
 
 def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
-           score_test: bool = False, show_progress: bool = True) -> pd.DataFrame:
+           score_test: bool = False, show_progress: bool = True,
+           only: list[int] | None = None) -> pd.DataFrame:
     """Train (or reuse) the K fold runs; their pooled OOF predictions (written to
     workdir/oof/predictions.csv, a `fold` column saying which model made each row).
 
     `train_fn(cfg, run_dir, resume=..., show_progress=...)` is the trainer's `train`.
+    `only`: a screen, just these folds of the same K (their rows' predictions returned,
+    nothing pooled); the same command without it later completes the CV.
     """
+    if only is not None and (not only or any(j not in range(k) for j in only)):
+        raise ConfigError(f"--only-folds {only}: folds are numbered 0 to {k - 1}")
     if k < 3:
         raise ConfigError(f"--folds {k}: cross-validation needs at least 3 folds",
                           "pass --folds 3 (screening) or 5 (final rows)")
@@ -110,7 +115,7 @@ def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
     save_split(base, os.path.join(workdir, "base_split.csv"))
     save_split(folds, os.path.join(workdir, "folds.csv"))
     parts = []
-    for j in range(k):
+    for j in (range(k) if only is None else sorted(set(only))):
         run_dir = os.path.join(workdir, f"fold_{j}")
         split_path = os.path.join(run_dir, "fold_split.csv")
         split = fold_run_split(cfg, table, folds, j, seed)
@@ -133,6 +138,8 @@ def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
         if score_test:
             test_predictions(run_dir, base, os.path.join(workdir, "test", f"fold_{j}.csv"))
     oof = pd.concat(parts, ignore_index=True)
+    if only is not None:
+        return oof
     if oof["image_id"].duplicated().any() or set(oof["image_id"]) != set(folds["image_id"]):
         raise RunError(f"{workdir}: the out-of-fold predictions do not cover each development "
                        "row exactly once", "pass another --workdir")

@@ -202,7 +202,7 @@ def evaluate_segmentation(checkpoint: str, out_dir: str, data_config: str | None
         "split": split, "tta": tta, "n_images": int(len(rows)),
         "n_groups": int(rows["group_id"].nunique()),
         "n_full_frame": int(rows["full_frame"].sum()),
-        "resolution": f"{size}x{size} px (data.geometry {run.cfg.data.geometry}), threshold 0.5",
+        "resolution": f"{'x'.join(map(str, geometry.hw(size)))} px (data.geometry {run.cfg.data.geometry}), threshold 0.5",
         "metrics": {k: {"value": point[k], "ci95": intervals.get(k)} for k in METRICS},
         "all_images": summary(rows),
         "full_frame": rows[rows["full_frame"]][["image_id", "group_id", "label", "dice", "iou",

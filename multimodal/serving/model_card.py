@@ -24,6 +24,7 @@ import subprocess
 import pandas as pd
 
 from multimodal.config import load_run_config
+from multimodal.data.geometry import describe
 from multimodal.errors import UserError
 from multimodal.outputs import write_atomic
 from multimodal.serving.predictor import DISCLAIMER
@@ -174,7 +175,7 @@ def _details(run_dir, train_dir, cfg, manifest, occasion) -> list[str]:
                 f"- Modality: {cfg.modality}" + (f"; metadata fields: {_fields(train_dir)}"
                                                  if cfg.uses_meta else ""),
                 f"- Fusion: {fusion}",
-                f"- Image size: {cfg.data.image_size} px square ({cfg.data.geometry}), "
+                f"- Image size: {describe(cfg.data.image_size)} ({cfg.data.geometry}), "
                 f"normalisation {cfg.data.normalize}"]
     out.append(f"- Classes (output order): {', '.join(classes) if classes else 'not recorded'}")
     trained = (_json(os.path.join(train_dir or run_dir, "run.json")) or {}).get("git_commit")

@@ -32,7 +32,7 @@ JPEG_MAX_SIDE = 65_535  # the longest side a JPEG record can have
 
 @dataclasses.dataclass
 class Preprocessing:
-    image_size: int
+    image_size: int | list  # a square's side or [height, width]
     geometry: str
     ops: list  # the run's deterministic (non-random) augmentation ops, config form
     normalizer: Normalizer
@@ -57,7 +57,7 @@ class Preprocessing:
         return dict(self.meta_encoder.columns)
 
     def image_shape(self) -> tuple:
-        return (self.image_size, self.image_size, 3) if self.uses_image else (1, 1, 3)
+        return (*geometry_lib.hw(self.image_size), 3) if self.uses_image else (1, 1, 3)
 
     def _record(self, picture: Image.Image | None, metadata: dict, index: int) -> dict:
         record = {"label": np.int32(0), "image_id": str(index).encode(), "group_id": b""}
@@ -81,9 +81,10 @@ class Preprocessing:
     def check_storable(self, w: int, h: int, name: str | None = None) -> None:
         """A strip (allowed by a raised aspect limit) whose short-side resize (`crop`) is
         too long for the JPEG record is refused before the resize allocates it."""
-        if self.geometry == "crop" and max(w, h) * self.image_size > JPEG_MAX_SIDE * min(w, h):
-            raise ImageInputError(f"the image is {w}x{h}: scaled to the model's "
-                                  f"{self.image_size} px short side it would be longer than "
+        th, tw = geometry_lib.hw(self.image_size)
+        if self.geometry == "crop" and max(w * th, h * tw) > JPEG_MAX_SIDE * min(w, h):
+            raise ImageInputError(f"the image is {w}x{h}: scaled to cover the model's "
+                                  f"{th}x{tw} px input it would be longer than "
                                   f"{JPEG_MAX_SIDE:,} px", 422, name, "crop it to the lesion")
 
     def batch(self, pictures, metadata_rows) -> dict:
@@ -116,7 +117,9 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, data: dict, meta_encoder: MetadataEncoder) -> Preprocessing:
         parse_ops(data["ops"])  # a bad op name fails here, not mid-request
-        return cls(int(data["image_size"]), geometry_lib.check(data["geometry"]),
+        size = data["image_size"]
+        size = [int(v) for v in size] if isinstance(size, list) else int(size)
+        return cls(size, geometry_lib.check(data["geometry"]),
                    list(data["ops"]), Normalizer.from_dict(data["normalizer"]), meta_encoder,
                    bool(data["uses_image"]), bool(data["uses_meta"]), data["image_dtype"],
                    data["encoding"], int(data.get("seed", 0)))

@@ -25,20 +25,14 @@ from typing import Any
 
 import yaml
 
-from multimodal.errors import ConfigError, RunError
+from multimodal import tasks as task_table
+from multimodal.errors import ConfigError
 
 # The bundled sample (multimodal/data/sample); named here so the config needs no data code.
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "sample",
                           "ham10000")
 MODALITIES = ("image", "meta", "image+meta")
 FUSIONS = ("concat", "film", "logit")
-# classification: one label per image; segmentation: a lesion mask per image (U-Net, images only)
-TASKS = ("classification", "segmentation")
-# the losses and early-stopping metrics of each task (train.loss, train.early_stop_metric)
-TASK_LOSSES = {"classification": ("cross_entropy", "focal"),
-               "segmentation": ("bce", "dice", "bce_dice")}
-TASK_METRICS = {"classification": ("balanced_accuracy", "macro_auc", "accuracy", "weighted_f1"),
-                "segmentation": ("dice", "iou")}
 
 
 @dataclass
@@ -137,7 +131,6 @@ class Config:
 
 
 CHOICES = {
-    "task": TASKS,
     "modality": MODALITIES,
     "data.on_missing": ("error", "drop"),
     "data.verify": ("decode", "exists", "none"),
@@ -149,9 +142,19 @@ CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
     "train.optimizer": ("adam", "adamw", "sgd", "rmsprop", "nadam"),
     "train.schedule": ("cosine", "constant", "step", "plateau"),
-    "train.loss": TASK_LOSSES["classification"] + TASK_LOSSES["segmentation"],
-    "train.early_stop_metric": TASK_METRICS["classification"] + TASK_METRICS["segmentation"],
 }
+
+
+def _choices(path: str):
+    """A key's allowed values; the task keys read the task table (tasks.py) when asked, so
+    a task registered later is a choice too."""
+    if path == "task":
+        return tuple(task_table.TASKS)
+    if path == "train.loss":
+        return tuple(dict.fromkeys(x for t in task_table.TASKS.values() for x in t.losses))
+    if path == "train.early_stop_metric":
+        return tuple(dict.fromkeys(x for t in task_table.TASKS.values() for x in t.metrics))
+    return CHOICES.get(path)
 
 
 # Inclusive bounds (None: unbounded); `>0` marks a bound that excludes zero.
@@ -234,7 +237,7 @@ def _build(cls, data: dict, prefix: str = ""):
         else:
             kwargs[name] = _check_type(prefix + name, value, hint)
             _check_range(prefix + name, kwargs[name])
-            allowed = CHOICES.get(prefix + name)
+            allowed = _choices(prefix + name)
             if allowed and kwargs[name] not in allowed:
                 raise ConfigError(f"{prefix}{name}: {value!r} is not one of {list(allowed)}")
     return cls(**kwargs)
@@ -340,13 +343,14 @@ def _over(defaults: dict, tree: dict) -> dict:
 def _check_task(cfg: Config) -> None:
     """The loss and early-stopping metric must be the task's; a segmentation model sees
     images only, so its modality is `image` whatever the file says."""
-    for key, value, allowed in (("train.loss", cfg.train.loss, TASK_LOSSES[cfg.task]),
+    task = task_table.get(cfg.task)
+    for key, value, allowed in (("train.loss", cfg.train.loss, task.losses),
                                 ("train.early_stop_metric", cfg.train.early_stop_metric,
-                                 TASK_METRICS[cfg.task])):
+                                 task.metrics)):
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not a {cfg.task} choice {list(allowed)}",
                               f"--set {key}={allowed[-1] if key == 'train.loss' else allowed[0]}")
-    if cfg.task == "segmentation":
+    if task.images_only:
         cfg.modality = "image"
 
 
@@ -357,29 +361,6 @@ def config_from_cli(path: str | None, overrides=(), smoke: bool = False,
     the config's `task`."""
     extra = [f"model.features={features}"] if features else []
     return load_config(path, [*overrides, *extra], smoke=smoke, modality=modality, task=task)
-
-
-def load_run_config(workdir: str) -> Config:
-    """The resolved config a run directory was trained with (its config.yaml)."""
-    path = os.path.join(workdir, "config.yaml")
-    if not os.path.isdir(workdir):
-        raise RunError(f"no run directory {workdir}")
-    if not os.path.exists(path):
-        raise RunError(f"{workdir} is not a run directory: it has no config.yaml",
-                       "train one with: python scripts/train.py --config CONFIG --workdir "
-                       f"{workdir}")
-    try:
-        with open(path) as f:
-            tree = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise RunError(f"{path} is damaged: not valid YAML{where}",
-                       "restore it from a copy, or train the run again") from None
-    try:
-        return config_from_dict(tree or {})
-    except ConfigError as exc:
-        raise RunError(f"{path} is damaged or from another version: {exc}") from None
 
 
 def config_differences(a: Config, b: Config) -> list[str]:

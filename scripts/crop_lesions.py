@@ -41,9 +41,11 @@ def main(argv=None) -> int:
         raise ConfigError(f"--margin {args.margin}: must be in [0, 2]")
     if not os.path.isdir(args.segmenter):
         raise RunError(f"no run directory {args.segmenter}")
-    from multimodal.config import load_config, load_run_config
+    from multimodal.config import load_config
+    from multimodal import tasks
+    from multimodal.run.files import load_run_config
 
-    if load_run_config(args.segmenter).task != "segmentation":
+    if tasks.get(load_run_config(args.segmenter).task).output != "masks":
         raise RunError(f"{args.segmenter} is not a segmentation run (its config.yaml task)",
                        "train one: python scripts/train.py --config configs/ham10000_unet.yaml")
     cfg = load_config(args.config, args.set)
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
 
     protected = {args.segmenter: "segmentation run", **dataset_folders(cfg.data)}
     check_output(args.out, "crop_lesions", protected=protected, replace_with=None)
-    from multimodal.runs import external_inputs, load_run, predict_split_masks
+    from multimodal.run import external_inputs, load_run, predict_split_masks
 
     run = load_run(args.segmenter)
     inputs = external_inputs(run, args.config, overrides=args.set)

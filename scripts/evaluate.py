@@ -44,6 +44,7 @@ import os
 import sys
 
 from multimodal.errors import ConfigError, RunError, cli
+from multimodal.run.layout import is_run
 
 # what an evaluation folder held before evaluations left the output marker
 # (report.html first: the one file every earlier evaluation has and a user's folder hardly)
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
         from multimodal.evaluation.adapt import check_blend
 
         blend = check_blend(1.0 if args.adapt_bn_blend is None else args.adapt_bn_blend)
-    from multimodal.evaluation.evaluate import evaluate_run
+    from multimodal.evaluation.evaluate import evaluate_run, result_line
     from multimodal.outputs import check_output, staged_output
 
     out = args.out or os.path.join(args.checkpoint, "eval")
@@ -127,8 +128,8 @@ def main(argv=None) -> int:
         out = args.out or os.path.join(args.checkpoint, f"eval_shifted_{tag}-seed{seed}")
     # an evaluation replaces its own earlier one, never the run or a folder of other files
     protected = {args.checkpoint: "run being evaluated"}
-    if os.path.exists(os.path.join(args.checkpoint, "config.yaml")):  # a run: its dataset too
-        from multimodal.config import load_run_config
+    if is_run(args.checkpoint):  # a run: its dataset too
+        from multimodal.run.files import load_run_config
         from multimodal.data.build import dataset_folders
 
         protected.update(dataset_folders(load_run_config(args.checkpoint).data))
@@ -153,30 +154,14 @@ def main(argv=None) -> int:
     # adapted first: its refusals (no BatchNorm, too few images) come before any work
     adapted = evaluate(adapted_out, blend) if blend is not None else None
     result = evaluate(out)
-    if result.get("task") == "segmentation":
-        m = result["metrics"]
-        ci = m["dice"]["ci95"]
-        print(f"Dice {m['dice']['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-              + f", IoU {m['iou']['value']:.3f}, pooled Dice {m['pooled_dice']['value']:.3f} "
-              f"({result['n_images']} images; {result['n_full_frame']} full-frame masks apart)")
-        print(f"report: {os.path.join(out, 'report.html')}")
-        return 0
     if result.get("calibration_on_same_rows"):
         print(f"note: calibration and the operating point were fitted on the {args.split} rows "
               "they are reported on (in-sample; see the report)")
-    print(summary(result))
+    print(result_line(result))
     print(f"report: {os.path.join(out, 'report.html')}")
     if adapted is not None:
         print_adapted(adapted, out, adapted_out, args.bootstrap)
     return 0
-
-
-def summary(result: dict) -> str:
-    m = result["metrics"]
-    ci = m["balanced_accuracy"]["ci95"]
-    return (f"balanced accuracy {m['balanced_accuracy']['value']:.3f}"
-            + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-            + f", macro AUC {m['macro_auc']['value']:.3f}, accuracy {m['accuracy']['value']:.3f}")
 
 
 def adapted_folder(out: str, blend: float) -> str:
@@ -187,11 +172,12 @@ def adapted_folder(out: str, blend: float) -> str:
 def print_adapted(adapted: dict, plain: str, folder: str, n_boot: int) -> None:
     """The adapted evaluation's line, and its paired difference to the plain one."""
     from multimodal.evaluation.compare import compare, read_predictions
+    from multimodal.evaluation.evaluate import result_line
 
     info = adapted["adapted_batchnorm"]
     print(f"adapted BatchNorm on {info['target_images']} target images ({info['layers']} "
           f"layers, blend {info['blend']:g}; the target's class mix biases the statistics): "
-          + summary(adapted))
+          + result_line(adapted))
     if n_boot:
         d = compare(read_predictions(plain), read_predictions(folder), n_boot,
                     metrics=("balanced_accuracy",))["metrics"]["balanced_accuracy"]
@@ -204,7 +190,8 @@ def shifted_copy(run_dir: str, names: str, seed: int,
                  severity: int | None = None) -> tuple[str, str]:
     """The dataset.yaml of the run's shifted test copy, written on first use, and a short
     name for the shifts ('all', or their names joined by '+'; '-s<level>' with a severity)."""
-    from multimodal.data.shift import parse_shifts, shift_tag, shifted_copy_of_run
+    from multimodal.data.shift import parse_shifts, shift_tag
+    from multimodal.run.shifted import shifted_copy_of_run
 
     shifts = parse_shifts(names, severity)  # in the order they are applied
     folder = os.path.join(run_dir, "shifted",

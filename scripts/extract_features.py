@@ -18,10 +18,12 @@ import argparse
 import sys
 
 from multimodal.config import config_from_cli
+from multimodal.data.prepare import REFERENCE
+from multimodal.data.splits import SPLIT_FILE
 from multimodal.errors import cli
 
 # what this tool writes in its folder (the output marker lists these as its own)
-OWN_ENTRIES = ("split.csv", "features", "prepared_data.json", "prepared")
+OWN_ENTRIES = (SPLIT_FILE, "features", REFERENCE, "prepared")
 
 
 @cli
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
     cfg = config_from_cli(args.config, args.set, args.smoke, modality="image")
     from multimodal.data.build import dataset_folders
     from multimodal.outputs import claim_output, record_entries
-    from multimodal.training.features import extract_features
+    from multimodal.run.features import extract_features
 
     # the root is reused (one cache per encoder and settings): new, empty or its own
     claim_output(args.root, "extract_features", protected=dataset_folders(cfg.data),

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from multimodal.errors import RunError, cli
+from multimodal.run.layout import is_run
 
 
 @cli
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--plain-log-loss", action="store_true",
                         help="fit weights on the plain, not class-balanced, log loss")
     args = parser.parse_args(argv)
-    missing = [m for m in args.members if not os.path.exists(os.path.join(m, "config.yaml"))]
+    missing = [m for m in args.members if not is_run(m)]
     if missing:
         raise RunError(f"not run directories (no config.yaml): {missing}",
                        "pass folders written by scripts/train.py --workdir")

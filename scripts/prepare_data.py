@@ -16,10 +16,11 @@ import tempfile
 
 from multimodal.config import config_from_cli
 from multimodal.data.geometry import describe
+from multimodal.data.splits import SPLIT_FILE
 from multimodal.errors import cli
 
 # what this tool writes in its folder (the output marker lists these as its own)
-OWN_ENTRIES = ("prepared.json", "prepared", "downloads", "split.csv")
+OWN_ENTRIES = ("prepared.json", "prepared", "downloads", SPLIT_FILE)
 
 
 @cli
@@ -47,12 +48,12 @@ def main(argv=None) -> int:
     check_output(args.out, "prepare_data", overwrite=True, protected=dataset_folders(cfg.data),
                  legacy=OWN_ENTRIES)
     with tempfile.TemporaryDirectory() as scratch:  # a new split unless data.split_file
-        table, split, column, hashes = split_table(cfg, os.path.join(scratch, "split.csv"))
+        table, split, column, hashes = split_table(cfg, os.path.join(scratch, SPLIT_FILE))
     manifest = prepare.prepare(table, split, args.out, cfg.data.image_size, column=column,
                                encoding=args.encoding, overwrite=args.overwrite,
                                hashes=hashes, on_missing=cfg.data.on_missing,
                                geometry=cfg.data.geometry)
-    splits.save_split(split, os.path.join(args.out, "split.csv"))  # after: --overwrite clears the folder
+    splits.save_split(split, os.path.join(args.out, SPLIT_FILE))  # after: --overwrite clears the folder
     record_entries(args.out, "prepare_data", OWN_ENTRIES)
     if manifest["status"] == "unchanged":
         print(f"{args.out} is up to date (inputs sha256 {manifest['inputs_sha256'][:12]}): "

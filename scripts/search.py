@@ -31,7 +31,8 @@ import argparse
 import os
 import sys
 
-from multimodal.config import MODALITIES, TASK_METRICS, load_config
+from multimodal.config import MODALITIES, load_config
+from multimodal.tasks import CLASSIFICATION
 from multimodal.errors import cli
 
 
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
     parser.add_argument("--pruner", choices=("median", "none"), default="median")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed")
-    parser.add_argument("--metric", choices=TASK_METRICS["classification"],
+    parser.add_argument("--metric", choices=CLASSIFICATION.metrics,
                         help="validation metric to maximise (sets train.early_stop_metric)")
     parser.add_argument("--out", help="search folder (default runs/search_<config name>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

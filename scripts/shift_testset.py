@@ -49,9 +49,10 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    from multimodal.data.shift import parse_severity, parse_shifts, shifted_copy_of_run
+    from multimodal.data.shift import parse_severity, parse_shifts
+    from multimodal.run.shifted import shifted_copy_of_run
 
-    from multimodal.config import load_run_config
+    from multimodal.run.files import load_run_config
     from multimodal.data.build import dataset_folders
     from multimodal.outputs import check_output, staged_output
 

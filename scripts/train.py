@@ -15,9 +15,12 @@ import argparse
 import os
 import sys
 
-from multimodal.config import (MODALITIES, TASKS, config_differences, config_from_cli,
-                               load_run_config)
+from multimodal.config import MODALITIES, config_differences, config_from_cli
 from multimodal.errors import ConfigError, cli
+from multimodal.run.files import load_run_config
+from multimodal.run.layout import CONFIG
+from multimodal import tasks
+from multimodal.tasks import TASKS
 
 SAMPLE_CONFIG = "configs/ham10000_sample.yaml"
 
@@ -35,7 +38,7 @@ def resolve_config(args):
         asked = config_from_cli(args.config, args.set, args.smoke, args.modality, args.features,
                                 args.task)
         if not args.config:  # --set etc. alone: applied on top of the run's own config
-            asked = config_from_cli(os.path.join(args.workdir, "config.yaml"), args.set,
+            asked = config_from_cli(os.path.join(args.workdir, CONFIG), args.set,
                                     False, args.modality, args.features, args.task)
         changed = config_differences(saved, asked)
         if changed:
@@ -55,7 +58,7 @@ def main(argv=None) -> int:
                                           "the run's own config.yaml is used)")
     parser.add_argument("--modality", choices=MODALITIES,
                         help="what the model sees (overrides the config's `modality`)")
-    parser.add_argument("--task", choices=TASKS,
+    parser.add_argument("--task", choices=tuple(TASKS),
                         help="classification or segmentation (overrides the config's `task`; "
                              "segmentation trains a U-Net on the lesion masks)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -71,7 +74,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     cfg = resolve_config(args)
-    kind = "segmentation" if cfg.task == "segmentation" else cfg.modality.replace("+", "_")
+    # runs/<name>_<modality> (image_meta...); a task whose model sees images only: <name>_<task>
+    kind = cfg.task if tasks.get(cfg.task).images_only else cfg.modality.replace("+", "_")
     workdir = args.workdir or os.path.join("runs", f"{cfg.name}_{kind}")
     from multimodal.training.trainer import train  # jax import after the config is valid
 

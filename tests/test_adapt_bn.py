@@ -128,7 +128,7 @@ def bn_run(tmp_path_factory) -> str:
 
 
 def test_a_runs_adaptation_touches_only_batchnorm_and_refuses_too_few_images(bn_run):
-    from multimodal.runs import load_run, run_inputs
+    from multimodal.run import load_run, run_inputs
 
     run = load_run(bn_run)
     inputs = run_inputs(run)
@@ -157,7 +157,7 @@ def test_evaluate_adapt_bn_reports_beside_the_plain_evaluation(bn_run, tmp_path)
 
 
 def test_evaluate_adapt_bn_refusals(bn_run, smoke_run, tmp_path):
-    from multimodal.config import load_run_config
+    from multimodal.run.files import load_run_config
     from multimodal.data.build import load_table
     from multimodal.data.shift import write_shifted_copy
 

@@ -1,5 +1,8 @@
 """The one-way flow of docs/architecture.md, enforced: a module imports only from its own
-layer or layers to its left, imports inside functions included."""
+layer or layers to its left, imports inside functions included; what evaluation, ensembles
+and serving may not reach is checked through every chain of imports (transitively); no
+module outside the run layer names a run-directory file, and no code branches on a task's
+name outside the task table."""
 
 from __future__ import annotations
 
@@ -11,17 +14,17 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "multimodal"
 
 # left to right; a module may import its own layer and any layer to its left
 LAYERS = [
-    {"errors", "config", "metrics", "outputs"},  # the base: no other part of the package
+    {"errors", "config", "metrics", "outputs", "tasks"},  # the base: no other part
     {"data"},
     {"models"},
+    {"run"},  # the run directory: one writer, one reader; weights, predictions, mesh, cache
     {"training"},
-    {"runs"},  # a saved run directory: loading, inputs, predictions, its feature cache
     {"ensemble", "search"},  # search: hyperparameter studies over training (Optuna)
     {"evaluation"},
     {"serving"},  # prediction CLI, exported models, the web demo: over runs and ensembles
 ]
-# beyond the layer order: what evaluation and ensembles may not reach at all
-FORBIDDEN = {"ensemble": {"training"}, "evaluation": {"training"}}
+# beyond the layer order: what these may not reach at all, through any chain of imports
+FORBIDDEN = {"ensemble": {"training"}, "evaluation": {"training"}, "serving": {"training"}}
 
 
 def _layer(part: str) -> int:
@@ -80,6 +83,114 @@ def test_the_check_sees_a_backward_import(tmp_path, monkeypatch):
     (fake / "training" / "trainer.py").write_text("")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     assert violations() == ["models/bad.py:2 imports multimodal.training (to its right)"]
+
+
+def _module_of(dotted: str, package: pathlib.Path) -> str | None:
+    """`multimodal.a.b.c` -> the longest prefix that is a module file or package of ours."""
+    parts = dotted.split(".")[1:]
+    for n in range(len(parts), 0, -1):
+        rel = pathlib.Path(*parts[:n])
+        if (package / f"{rel}.py").exists():
+            return ".".join(parts[:n])
+        if (package / rel / "__init__.py").exists():
+            return ".".join(parts[:n]) + ".__init__"
+    return None
+
+
+def import_graph(package: pathlib.Path) -> dict[str, set[str]]:
+    """module (dotted, relative to the package) -> the modules of ours it imports, at the
+    top or inside functions; importing `a.b` also runs `a/__init__`."""
+    graph = {}
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package).with_suffix("")
+        name = ".".join(rel.parts)
+        targets = set()
+        for _, names in _imports(path):
+            for dotted in names:
+                module = _module_of(dotted, package)
+                if module is None:
+                    continue
+                targets.add(module)
+                parts = module.removesuffix(".__init__").split(".")
+                targets.update(".".join(parts[:i]) + ".__init__" for i in range(1, len(parts)))
+        graph[name] = targets - {name}
+    return graph
+
+
+def transitive_violations(package: pathlib.Path = None) -> list[str]:
+    package = package or PACKAGE
+    graph = import_graph(package)
+    found = []
+    for start in graph:
+        own = start.split(".")[0]
+        banned = FORBIDDEN.get(own)
+        if not banned:
+            continue
+        seen, stack, parent = {start}, [start], {}
+        while stack:
+            node = stack.pop()
+            for nxt in graph.get(node, ()):
+                if nxt in seen:
+                    continue
+                seen.add(nxt)
+                parent[nxt] = node
+                if nxt.split(".")[0] in banned:
+                    chain = [nxt]
+                    while chain[-1] != start:
+                        chain.append(parent[chain[-1]])
+                    found.append(" -> ".join(reversed(chain)))
+                    continue
+                stack.append(nxt)
+    return sorted(found)
+
+
+def test_evaluation_ensembles_and_serving_never_reach_training_through_any_chain():
+    assert transitive_violations() == []
+
+
+def test_the_transitive_check_sees_an_indirect_import(tmp_path):
+    """evaluation -> run -> training is caught although each step points left."""
+    fake = tmp_path / "multimodal"
+    for part in ("evaluation", "run", "training"):
+        (fake / part).mkdir(parents=True)
+        (fake / part / "__init__.py").write_text("")
+    (fake / "evaluation" / "report.py").write_text("from multimodal.run.load import x\n")
+    (fake / "run" / "load.py").write_text("def f():\n    from multimodal.training import step\n")
+    (fake / "training" / "step.py").write_text("")
+    assert transitive_violations(fake) == [
+        "evaluation.report -> run.load -> training.__init__",
+        "evaluation.report -> run.load -> training.step"]
+
+
+RUN_FILE_NAMES = ("config.yaml", "classes.json", "normalizer.json", "metadata_encoder.json",
+                  "summary.json", "run.json", "metrics.jsonl", "oof_predictions.csv",
+                  "curves.png", "split.csv", "prepared_data.json")
+# exported models are their own format (serving/export.py) and share a few file names
+NAMES_ALLOWED = {"run", "serving/export.py", "serving/model.py", "data/splits.py",
+                 "data/prepare.py"}
+
+
+def test_only_the_run_layer_names_run_directory_files():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.split("/")[0] in NAMES_ALLOWED or rel in NAMES_ALLOWED:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in RUN_FILE_NAMES:
+                found.append(f"{rel}:{node.lineno} names {node.value!r}")
+    assert found == []
+
+
+def test_no_code_branches_on_a_task_name_outside_the_task_tables():
+    """`task == "segmentation"` and the like: a new task would need a new branch there."""
+    import re
+
+    pattern = re.compile(r"task\s*[!=]=\s*[\"']|[\"'](classification|segmentation)[\"']\s*[!=]=")
+    found = [f"{p.relative_to(PACKAGE)}:{i}" for p in sorted(PACKAGE.rglob("*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert found == []
 
 
 def test_every_package_has_an_init():

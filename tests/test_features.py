@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from multimodal.config import load_config
-from multimodal.training.features import FeatureCache, extract_features, weights_digest
-from multimodal.runs import load_run, predict_split, run_inputs
+from multimodal.run.features import FeatureCache, extract_features, weights_digest
+from multimodal.run import load_run, predict_split, run_inputs
 from multimodal.training.trainer import train
 
 from scripts_helper import ROOT

@@ -121,7 +121,7 @@ def test_preparation_and_the_loader_apply_the_geometry(kind, tmp_path, capsys):
 
 
 def _fake_run(workdir, geometry_name, train_ratio):
-    from multimodal.runs import LoadedRun
+    from multimodal.run import LoadedRun
 
     cfg = load_config(None, [f"data.geometry={geometry_name}", "data.image_size=32",
                              "modality=image", "data.augment=[]"])
@@ -148,7 +148,7 @@ def _aspect_warnings(record):
 
 def test_another_dataset_is_read_with_the_runs_geometry(tmp_path):
     from multimodal.data.inputs import example_loader
-    from multimodal.runs import external_inputs
+    from multimodal.run import external_inputs
 
     run = _fake_run(tmp_path / "run", "pad", train_ratio=2.0)  # trained on 2:1 pictures
     with warnings.catch_warnings(record=True) as record:
@@ -163,7 +163,7 @@ def test_another_dataset_is_read_with_the_runs_geometry(tmp_path):
 
 
 def test_aspect_ratio_warning_names_both_ratios_and_the_geometry(tmp_path):
-    from multimodal.runs import external_inputs
+    from multimodal.run import external_inputs
 
     run = _fake_run(tmp_path / "run", "crop", train_ratio=4 / 3)  # a 4:3-trained model
     with warnings.catch_warnings(record=True) as record:

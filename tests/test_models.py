@@ -140,14 +140,15 @@ def test_two_stage_fine_tuning_freezes_then_unfreezes_from_a_block():
 
 
 def test_unfreeze_from_names_a_real_layer():
-    from multimodal.training.freeze import parse_block
+    from multimodal.models.blocks import parse_block
 
     with pytest.raises(ValueError, match="'layers' is not one of"):
         parse_block("layers.3", ("stem_conv", "blocks"))
 
 
 def test_parameter_ema_lives_in_the_optimizer_and_swaps_in():
-    from multimodal.training.optim import ema_weights, param_ema, use_weights
+    from multimodal.run.checkpoint import use_weights
+    from multimodal.training.optim import ema_weights, param_ema
 
     model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
     opt = nnx.Optimizer(model, optax.chain(optax.sgd(0.1), param_ema(0.5)), wrt=nnx.Param)

@@ -200,7 +200,7 @@ def test_export_never_deletes_the_run_or_a_users_folder(smoke_run, tmp_path):
 def test_shift_testset_never_writes_into_a_dataset_or_the_run(smoke_run, tmp_path):
     import shutil
 
-    from multimodal.config import load_run_config
+    from multimodal.run.files import load_run_config
     from scripts_helper import refused, run_script
 
     root = load_run_config(smoke_run).data.options["root"]

@@ -10,7 +10,8 @@ import sys
 import pytest
 import yaml
 
-from multimodal.config import config_differences, load_config, load_run_config
+from multimodal.config import config_differences, load_config
+from multimodal.run.files import load_run_config
 from multimodal.errors import ConfigError
 from multimodal.search.space import load_space
 from scripts_helper import ROOT, run_script

@@ -14,7 +14,8 @@ from flax import nnx
 from PIL import Image
 
 from conftest import HAM_HEADER, ham_rows, write_csv
-from multimodal.config import load_config, load_run_config
+from multimodal.config import load_config
+from multimodal.run.files import load_run_config
 from multimodal.data import pipeline, prepare, splits
 from multimodal.data.metadata import MetadataEncoder
 from multimodal.data.sources import ham10000, load_source
@@ -312,7 +313,7 @@ def test_unet_trains_end_to_end_on_the_sample_and_is_evaluated(tmp_path):
 
 
 def test_a_classification_encoder_is_refused_before_any_work(tmp_path):
-    from multimodal.training.mesh import make_mesh
+    from multimodal.run.mesh import make_mesh
     from multimodal.training.trainer import check_before_work
 
     cfg = load_config("configs/ham10000_sample_unet.yaml", ["model.encoder=small_cnn"])

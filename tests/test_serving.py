@@ -59,7 +59,7 @@ def exported(run_dir, tmp_path_factory):
 def test_predictions_equal_evaluation_of_the_run(run_dir, predictor):
     """The same images and metadata give the numbers predict_split gives on the run's own
     prepared test split: preprocessing (geometry, size, normaliser, encoder) is the run's."""
-    from multimodal.runs import load_run, predict_split, run_inputs
+    from multimodal.run import load_run, predict_split, run_inputs
 
     run = load_run(run_dir)
     inputs = run_inputs(run)

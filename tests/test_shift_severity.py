@@ -1,6 +1,6 @@
 """The corruption benchmark's shift families at severities 1-5 (multimodal/data/shift.py),
 their copies and evaluations (scripts/shift_testset.py, scripts/evaluate.py --severity) and
-benchmarks/shift_severity.py."""
+benchmarks/quality/shift_severity.py."""
 
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def test_scripts_refuse_a_bad_severity_in_one_line(smoke_run, tmp_path):
 
 
 def test_a_severity_copy_never_overwrites_a_dataset_or_an_earlier_copy(smoke_run, tmp_path):
-    from multimodal.config import load_run_config
+    from multimodal.run.files import load_run_config
     from multimodal.data.build import dataset_folders
 
     dataset = next(iter(dataset_folders(load_run_config(smoke_run).data)))
@@ -174,9 +174,8 @@ def test_evaluate_shifted_with_a_severity_names_its_folders(smoke_run, tmp_path)
 def test_the_benchmark_runs_one_family_at_one_severity_on_the_smoke_run(smoke_run, tmp_path):
     run, results = tmp_path / "run", tmp_path / "results"
     shutil.copytree(smoke_run, run)  # the benchmark writes copies and evaluations inside it
-    command = [sys.executable, os.path.join(ROOT, "benchmarks", "shift_severity.py"),
-               "--checkpoint", str(run), "--smoke", "--bootstrap", "10", "--results",
-               str(results)]
+    command = [sys.executable, "-m", "benchmarks.quality.shift_severity", "--checkpoint",
+               str(run), "--smoke", "--bootstrap", "10", "--results", str(results)]
     out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr
     table = (results / "shift_severity_smoke.md").read_text()
@@ -187,7 +186,7 @@ def test_the_benchmark_runs_one_family_at_one_severity_on_the_smoke_run(smoke_ru
     assert set(drop) >= {"difference", "ci95"} and data["bootstrap"] == 10
     assert (results / "shift_severity_smoke.png").stat().st_size > 0
     assert (run / "shifted" / "blur-s3-seed0" / "dataset.yaml").exists()
-    bad = subprocess.run(command[:2] + ["--checkpoint", str(run), "--families", "fog",
+    bad = subprocess.run(command[:3] + ["--checkpoint", str(run), "--families", "fog",
                                         "--results", str(results)],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     refused(bad, "unknown shift")

@@ -100,7 +100,7 @@ def test_ema_and_tensorboard_options(tmp_path):
     # `best` holds the averaged weights, `latest` the raw ones (same step here)
     from flax import nnx
 
-    from multimodal.runs import load_run
+    from multimodal.run import load_run
 
     best, latest = load_run(str(tmp_path), "best"), load_run(str(tmp_path), "latest")
     assert best.step == latest.step == 3

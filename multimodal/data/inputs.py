@@ -1,7 +1,7 @@
 """Everything a model reads: the table, its leak-checked split, the prepared splits, the
 metadata encoder and image normaliser fitted on training rows, and example loaders.
 
-Used by the trainer, by saved runs (multimodal/runs.py) and by scripts/prepare_data.py.
+Used by the trainer, by saved runs (multimodal/run/) and by scripts/prepare_data.py.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import jax.numpy as jnp
 from jax.experimental import multihost_utils
 import numpy as np
 
+from multimodal import tasks
 from multimodal.config import Config
 from multimodal.data import geometry, pipeline, prepare
 from multimodal.data.augment import OPS, parse_ops
 from multimodal.data.build import load_table, resolve_split
 from multimodal.data.metadata import MetadataEncoder
-from multimodal.data.splits import content_hashes
+from multimodal.data.splits import SPLIT_FILE, content_hashes
 from multimodal.data.resample import oversampled_source
 
 
@@ -55,7 +56,7 @@ def split_table(cfg: Config, split_path: str, save: bool = True):
     prepared-data key)."""
     parse_ops(cfg.data.augment)  # fail on a bad op name or geometry before any work
     geometry.check(cfg.data.geometry)
-    table = load_table(cfg.data, masks=cfg.task == "segmentation")
+    table = load_table(cfg.data, masks=tasks.get(cfg.task).masks)
     data_cfg = cfg.data
     if os.path.exists(split_path) and not data_cfg.split_file:
         data_cfg = dataclasses.replace(data_cfg, split_file=split_path)
@@ -68,7 +69,7 @@ def split_table(cfg: Config, split_path: str, save: bool = True):
 def build_inputs(cfg: Config, workdir: str, meta_encoder=None, normalizer=None) -> Inputs:
     """Load, split (leak-checked), prepare and fit the metadata encoder and the image
     normaliser on train rows (or take the run's own, when given)."""
-    split_path = os.path.join(workdir, "split.csv")
+    split_path = os.path.join(workdir, SPLIT_FILE)
     first = jax.process_index() == 0  # host 0 makes and writes the split; others read it
     if first:
         table, split, column, hashes = split_table(cfg, split_path)
@@ -148,5 +149,5 @@ def example_loader(cfg: Config, inputs: Inputs, split: str, train: bool,
         cfg.data.image_size, inputs.normalizer, train=train, seed=cfg.train.seed,
         augment_classes=cfg.data.augment_classes, features=features,
         images=cfg.uses_image, geometry=cfg.data.geometry,
-        masks=cfg.task == "segmentation" and bool(inputs.manifest.get("masks")),
+        masks=tasks.get(cfg.task).masks and bool(inputs.manifest.get("masks")),
         image_dtype=jnp.bfloat16 if cfg.model.dtype == "bfloat16" else np.float32)

@@ -19,6 +19,9 @@ from multimodal.errors import DataError, LeakageError
 from multimodal.data.table import DatasetTable, parse_csv
 from multimodal.errors import ConfigError
 
+# the split a run (or a feature cache, or prepare_data.py) was made with, in its folder
+SPLIT_FILE = "split.csv"
+
 SPLITS = ("train", "val", "test")
 _GRAIN = 20  # train/val/test fractions are met to 1/_GRAIN
 

@@ -16,6 +16,7 @@ from multimodal.ensemble.oof import dev_folds, out_of_fold, train_once
 from multimodal.ensemble.stacking import Stacker
 from multimodal.metrics import classification_metrics
 from multimodal.errors import ConfigError
+from multimodal.run.layout import ENCODER, SPLIT, path
 
 
 def build_stacking(cfg: Config, workdir: str, train, folds: int | None = None, seed: int = 0,
@@ -38,12 +39,12 @@ def build_stacking(cfg: Config, workdir: str, train, folds: int | None = None, s
     full = os.path.join(workdir, "full")
     train_once(train, cfg, full, show_progress)
     table = load_table(cfg.data)
-    base = pd.read_csv(os.path.join(full, "split.csv"), dtype=str)
+    base = pd.read_csv(path(full, SPLIT), dtype=str)
     fold_table = dev_folds(table, base, folds, seed)
     fold_table.to_csv(os.path.join(workdir, "folds.csv"), index=False)
     oof = out_of_fold(cfg, fold_table, workdir, train, show_progress)
     classes = list(oof.columns[oof.columns.str.startswith("prob_")].str[5:])
-    meta_encoder = MetadataEncoder.load(os.path.join(full, "metadata_encoder.json"))
+    meta_encoder = MetadataEncoder.load(path(full, ENCODER))
     manifest = {"kind": "stacking", "classes": classes, "members": ["full"],
                 "stacker": "stacker.ubj", "metadata_encoder": "full/metadata_encoder.json",
                 "group_context": group_context, "val_predictions": "val_predictions.csv",

@@ -27,6 +27,7 @@ import os
 
 import pandas as pd
 
+from multimodal import tasks
 from multimodal.config import Config
 from multimodal.data.build import load_table, resolve_split
 from multimodal.data.splits import grouped_kfold, save_split, train_val_test
@@ -34,6 +35,7 @@ from multimodal.ensemble.members import member_predictions, prob_columns
 from multimodal.ensemble.oof import check_out_of_fold, train_once
 from multimodal.errors import ConfigError, RunError
 from multimodal.outputs import write_atomic
+from multimodal.run.layout import OOF_PREDICTIONS
 
 INNER_VAL = 0.1  # the grouped share of each fold's training rows that picks its checkpoint
 
@@ -101,7 +103,7 @@ def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
     if k < 3:
         raise ConfigError(f"--folds {k}: cross-validation needs at least 3 folds",
                           "pass --folds 3 (screening) or 5 (final rows)")
-    if cfg.task != "classification":
+    if tasks.get(cfg.task).output != "classes":
         raise ConfigError(f"cross-validation scores classifiers; this config's task is "
                           f"{cfg.task}")
     _check_same(workdir, {"config_digest": config_digest(cfg), "folds": k, "seed": seed,
@@ -127,7 +129,7 @@ def run_cv(cfg: Config, workdir: str, train_fn, k: int = 5, seed: int = 0,
         cfg_j = dataclasses.replace(cfg, data=dataclasses.replace(
             cfg.data, split_file=split_path, fold=None))
         train_once(train_fn, cfg_j, run_dir, show_progress)
-        cached = os.path.join(run_dir, "oof_predictions.csv")
+        cached = os.path.join(run_dir, OOF_PREDICTIONS)
         if os.path.exists(cached):
             preds = pd.read_csv(cached, dtype={"image_id": str, "group_id": str, "label": str})
         else:
@@ -154,7 +156,7 @@ def test_predictions(run_dir: str, base: pd.DataFrame, out: str) -> pd.DataFrame
     """A fold run's predictions on the base split's test rows (the fold average's input)."""
     if os.path.exists(out):
         return pd.read_csv(out, dtype={"image_id": str, "group_id": str, "label": str})
-    from multimodal.runs import load_run, predict_split, rows_inputs
+    from multimodal.run import load_run, predict_split, rows_inputs
 
     run = load_run(run_dir)
     rows = base.loc[base["split"] == "test", ["image_id", "group_id", "label"]]

@@ -6,7 +6,7 @@ import dataclasses
 
 import pandas as pd
 
-from multimodal.runs import external_inputs, load_run, predict_split, run_cache, run_inputs
+from multimodal.run import external_inputs, load_run, predict_split, run_cache, run_inputs
 
 
 def prob_columns(classes) -> list[str]:

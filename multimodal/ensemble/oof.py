@@ -22,6 +22,7 @@ from multimodal.data.splits import fold_roles, grouped_kfold, save_split
 from multimodal.data.table import DatasetTable
 from multimodal.ensemble.members import member_predictions
 from multimodal.errors import ConfigError
+from multimodal.run.layout import CHECKPOINTS, is_finished
 
 
 def dev_folds(table: DatasetTable, base_split: pd.DataFrame, k: int | None,
@@ -65,8 +66,8 @@ def check_out_of_fold(predicted_ids, split: pd.DataFrame, fold: int) -> None:
 
 def train_once(train_fn, cfg: Config, run_dir: str, show_progress: bool = True) -> None:
     """Train a member unless its run finished; resume one that was interrupted."""
-    if not os.path.exists(os.path.join(run_dir, "summary.json")):
-        latest = os.path.join(run_dir, "checkpoints", "latest")
+    if not is_finished(run_dir):
+        latest = os.path.join(run_dir, CHECKPOINTS, "latest")
         resume = os.path.isdir(latest) and any(e.isdigit() for e in os.listdir(latest))
         train_fn(cfg, run_dir, resume=resume, show_progress=show_progress)
 

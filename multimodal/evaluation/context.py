@@ -11,7 +11,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from multimodal.data.inputs import Inputs
-    from multimodal.runs import LoadedRun
+    from multimodal.run import LoadedRun
 
 
 @dataclasses.dataclass(frozen=True)

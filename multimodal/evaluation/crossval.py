@@ -130,7 +130,8 @@ def stack_report(cv_dirs: list[str], workdir: str, seed: int = 0, score_test: bo
                  n_boot: int = 1000, device: str = "cpu") -> dict:
     """Stack CV folders (ensemble.cv_stack) with and without metadata, score every system
     side by side and write workdir/systems.{json,md} and each system's predictions."""
-    from multimodal.config import load_run_config
+    from multimodal.run.files import load_run_config
+    from multimodal.run.layout import ENCODER
     from multimodal.data.build import load_table
     from multimodal.data.metadata import MetadataEncoder
     from multimodal.ensemble.cv_stack import stack_cv
@@ -138,7 +139,7 @@ def stack_report(cv_dirs: list[str], workdir: str, seed: int = 0, score_test: bo
 
     fold0 = os.path.join(cv_dirs[0], "fold_0")
     table = load_table(load_run_config(fold0).data).frame
-    encoder = MetadataEncoder.load(os.path.join(fold0, "metadata_encoder.json"))
+    encoder = MetadataEncoder.load(os.path.join(fold0, ENCODER))
     systems = stack_cv(cv_dirs, workdir, table, encoder, seed, score_test, device)
     plain = stack_cv(cv_dirs, workdir, table, None, seed, score_test, device)
     systems["stacker (no metadata)"] = plain["stacker"]

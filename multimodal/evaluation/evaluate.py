@@ -8,15 +8,16 @@ import os
 
 from multimodal.ensemble.manifest import (calibration_rows, ensemble_predictions, is_ensemble,
                                           read_manifest)
+from multimodal import tasks
 from multimodal.ensemble.members import ExternalData
-from multimodal.config import load_run_config
 from multimodal.errors import ConfigError, UserError
 from multimodal.evaluation.adapt import CLASS_MIX_NOTE, adapt_batchnorm, check_target
 from multimodal.evaluation.context import Context, Options
 from multimodal.evaluation.evaluators import EVALUATORS
 from multimodal.evaluation.report import evaluation_markdown, write_report
 from multimodal.evaluation.segmentation import evaluate_segmentation
-from multimodal.runs import external_inputs, load_run, predict_split, run_cache, run_inputs
+from multimodal.run import (external_inputs, load_run, load_run_config, predict_split,
+                            run_cache, run_inputs)
 
 
 def evaluate_run(checkpoint: str, out_dir: str, data_config: str | None = None,
@@ -37,9 +38,18 @@ def evaluate_run(checkpoint: str, out_dir: str, data_config: str | None = None,
     """
     if adapt_bn is not None:
         _check_adaptable(checkpoint)
-    if not is_ensemble(checkpoint) and load_run_config(checkpoint).task == "segmentation":
-        return evaluate_segmentation(checkpoint, out_dir, data_config, split, tta, n_boot,
-                                     n_overlays=n_saliency)
+    task = "classification" if is_ensemble(checkpoint) else load_run_config(checkpoint).task
+    name = tasks.get(task).name
+    if name not in EVALUATIONS:
+        raise ConfigError(f"task {name!r} has no evaluation (evaluation.evaluate.EVALUATIONS)")
+    return EVALUATIONS[name](checkpoint, out_dir, data_config, split, tta, n_boot,
+                             operating_class, target_sensitivity, n_saliency,
+                             tuple(data_overrides), adapt_bn)
+
+
+def _evaluate_classifier(checkpoint, out_dir, data_config, split, tta, n_boot, operating_class,
+                         target_sensitivity, n_saliency, data_overrides, adapt_bn) -> dict:
+    """The evaluator list (evaluators.py) over a classifier run or an ensemble."""
     if data_config is not None:
         split = "test"  # another dataset: all its rows
     options = Options(n_boot, operating_class, target_sensitivity, n_saliency)
@@ -50,13 +60,46 @@ def evaluate_run(checkpoint: str, out_dir: str, data_config: str | None = None,
                                        tuple(data_overrides), adapt_bn))
 
 
+def _evaluate_segmenter(checkpoint, out_dir, data_config, split, tta, n_boot, operating_class,
+                        target_sensitivity, n_saliency, data_overrides, adapt_bn) -> dict:
+    return evaluate_segmentation(checkpoint, out_dir, data_config, split, tta, n_boot,
+                                 n_overlays=n_saliency)
+
+
+def _classifier_line(result: dict) -> str:
+    m = result["metrics"]
+    ci = m["balanced_accuracy"]["ci95"]
+    return (f"balanced accuracy {m['balanced_accuracy']['value']:.3f}"
+            + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+            + f", macro AUC {m['macro_auc']['value']:.3f}, accuracy {m['accuracy']['value']:.3f}")
+
+
+def _segmenter_line(result: dict) -> str:
+    m = result["metrics"]
+    ci = m["dice"]["ci95"]
+    return (f"Dice {m['dice']['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+            + f", IoU {m['iou']['value']:.3f}, pooled Dice {m['pooled_dice']['value']:.3f} "
+            f"({result['n_images']} images; {result['n_full_frame']} full-frame masks apart)")
+
+
+# evaluation's part of the task table (multimodal/tasks.py): how a task's run is evaluated,
+# and the one line that sums its result up
+EVALUATIONS = {"classification": _evaluate_classifier, "segmentation": _evaluate_segmenter}
+RESULT_LINES = {"classification": _classifier_line, "segmentation": _segmenter_line}
+
+
+def result_line(result: dict) -> str:
+    """One line of an evaluation's main figures (metrics.json as evaluate_run returns it)."""
+    return RESULT_LINES[result.get("task", "classification")](result)
+
+
 def _check_adaptable(checkpoint: str) -> None:
     """BatchNorm adaptation is of one classification run's model."""
     if is_ensemble(checkpoint):
         raise ConfigError(f"--adapt-bn re-estimates one run's BatchNorm statistics; "
                           f"{checkpoint} is an ensemble", "pass one of its member runs")
     task = load_run_config(checkpoint).task
-    if task != "classification":
+    if tasks.get(task).output != "classes":
         raise ConfigError(f"--adapt-bn adapts classification runs; {checkpoint} is a {task} "
                           "run", "drop --adapt-bn")
 

@@ -17,6 +17,7 @@ from multimodal.evaluation.metrics import (confusion_matrix, evaluate_prediction
 from multimodal.evaluation.report import metrics_markdown, per_class_markdown
 from multimodal.evaluation.saliency import confident_errors, error_gallery
 from multimodal.evaluation.subgroups import subgroup_markdown, subgroup_tables
+from multimodal.run.layout import CURVES
 
 
 def metrics(ctx: Context) -> Output:
@@ -165,10 +166,10 @@ def saliency(ctx: Context) -> Output:
 def training_curves(ctx: Context) -> Output:
     """The run's training curves (curves.png), copied."""
     if ctx.run is not None:
-        curves = os.path.join(ctx.run.workdir, "curves.png")
+        curves = os.path.join(ctx.run.workdir, CURVES)
         if os.path.exists(curves):
-            shutil.copy(curves, os.path.join(ctx.out_dir, "curves.png"))
-    return Output(section=_figure(ctx, "curves.png", "Training curves"))
+            shutil.copy(curves, os.path.join(ctx.out_dir, CURVES))
+    return Output(section=_figure(ctx, CURVES, "Training curves"))
 
 
 EVALUATORS = (metrics, description, confusion_and_roc, temperature_scaling, operating_point,

@@ -36,7 +36,7 @@ from multimodal.data.pipeline import decode  # noqa: E402
 from multimodal.errors import ConfigError  # noqa: E402
 from multimodal.evaluation.report import write_report  # noqa: E402
 from multimodal.metrics import dice_iou, mask_counts  # noqa: E402
-from multimodal.runs import load_run, predict_split_masks, run_inputs  # noqa: E402
+from multimodal.run import load_run, predict_split_masks, run_inputs  # noqa: E402
 
 METRICS = ("dice", "iou", "pooled_dice", "pooled_iou")
 

@@ -12,11 +12,13 @@ from multimodal.models import efficientnet_lite, inception, resnet, small_cnn, v
 from multimodal.models import unet  # noqa: F401  (segmentation models: SEGMENTERS)
 from multimodal.models.fusion import Classifier
 from multimodal.models.pretrained import check_pretrained_name, load_pretrained_encoder
+from multimodal import tasks as task_table
 from multimodal.errors import ConfigError
 from multimodal.models.registry import (ENCODERS, FAMILIES, SEGMENTERS, DefaultCfg, create_encoder,
                                         create_segmenter, encoder_info, segmenter_info)
 
-__all__ = ["ENCODERS", "FAMILIES", "SEGMENTERS", "Classifier", "DefaultCfg", "build_model",
+__all__ = ["ENCODERS", "FAMILIES", "SEGMENTERS", "TASK_MODELS", "Classifier", "DefaultCfg",
+           "build_for_task", "build_model",
            "build_segmenter", "check_pretrained_name", "check_segmenter", "create_encoder",
            "create_segmenter", "encoder_info", "load_pretrained_encoder", "segmenter_info"]
 
@@ -64,3 +66,23 @@ def build_segmenter(model_cfg, seed: int = 0):
     if model_cfg.pretrained:
         entry.family.weights.load(model, model_cfg.pretrained)
     return model
+
+
+# the models layer's part of the task table (multimodal/tasks.py): the network a task trains
+def _classifier(cfg, n_classes: int, meta_dim: int):
+    return build_model(cfg.model, cfg.modality, n_classes, meta_dim, cfg.train.seed)
+
+
+def _segmenter(cfg, n_classes: int, meta_dim: int):
+    return build_segmenter(cfg.model, cfg.train.seed)
+
+
+TASK_MODELS = {"classification": _classifier, "segmentation": _segmenter}
+
+
+def build_for_task(cfg, n_classes: int, meta_dim: int):
+    """The network `cfg.task` trains (TASK_MODELS[task](cfg, n_classes, meta_dim))."""
+    name = task_table.get(cfg.task).name
+    if name not in TASK_MODELS:
+        raise ConfigError(f"task {name!r} has no model builder (models.TASK_MODELS)")
+    return TASK_MODELS[name](cfg, n_classes, meta_dim)

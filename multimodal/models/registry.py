@@ -121,13 +121,16 @@ SEGMENTERS: dict[str, EncoderEntry] = {}  # image -> mask logits (task: segmenta
 SEGMENTATION_FAMILIES: dict[str, Family] = {}
 
 
+# (models, families) of each task whose networks register by family
+TASK_TABLES = {"classification": (ENCODERS, FAMILIES),
+               "segmentation": (SEGMENTERS, SEGMENTATION_FAMILIES)}
+
+
 def _tables(task: str) -> tuple[dict, dict]:
     """(models, families) of a task."""
-    if task == "classification":
-        return ENCODERS, FAMILIES
-    if task == "segmentation":
-        return SEGMENTERS, SEGMENTATION_FAMILIES
-    raise ValueError(f"task must be 'classification' or 'segmentation', not {task!r}")
+    if task not in TASK_TABLES:
+        raise ValueError(f"task must be one of {sorted(TASK_TABLES)}, not {task!r}")
+    return TASK_TABLES[task]
 
 
 def register_family(name: str, *, modules: tuple[type, ...], default_cfg: DefaultCfg,

@@ -25,11 +25,11 @@ the live ones, and `trials` counts the finished trials of all workers (shared.py
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 
+from multimodal import tasks
 from multimodal.config import Config, config_from_cli
 from multimodal.errors import ConfigError, RunError
 from multimodal.outputs import settings_changed
@@ -99,7 +99,7 @@ def _check_settings(out: str, settings: dict) -> None:
 def _base_config(config_path, overrides, smoke, modality, metric) -> tuple[Config, list]:
     overrides = list(overrides) + ([("train.early_stop_metric", metric)] if metric else [])
     cfg = config_from_cli(config_path, overrides, smoke, modality)
-    if cfg.task != "classification":
+    if tasks.get(cfg.task).output != "classes":
         raise ConfigError(f"search: {config_path} is a {cfg.task} config; searches train "
                           "classifiers")
     if cfg.data.split_by != "group":
@@ -161,7 +161,7 @@ def run_search(config_path: str, space_path: str, out: str, trials: int | None =
     base, overrides = _base_config(config_path, overrides, smoke, modality, metric)
     metric = base.train.early_stop_metric
 
-    from multimodal.training import mesh as mesh_lib
+    from multimodal.run import mesh as mesh_lib
     from multimodal.training.trainer import check_before_work
 
     mesh = mesh_lib.make_mesh()
@@ -265,7 +265,7 @@ def _objective(params, make_config, out, metric, show_progress, log):
     """Optuna's objective: one trial is one run directory trained with the sampled values,
     scored by its best validation `metric`, reported epoch by epoch for pruning."""
     optuna = _optuna()
-    from multimodal.training.checkpoint import RunCheckpoints
+    from multimodal.run.checkpoint import RunCheckpoints
     from multimodal.training.trainer import train
 
     def objective(trial) -> float:
@@ -310,8 +310,6 @@ def _objective(params, make_config, out, metric, show_progress, log):
 
 
 def _history(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    from multimodal.run.files import read_history
+
+    return read_history(workdir)

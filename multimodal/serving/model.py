@@ -1,7 +1,7 @@
 """One network behind a prediction: its preprocessing and a logits function.
 
 From a run directory the function is the run's model, jitted over its weights (loaded by
-`multimodal.runs.load_run`, the best checkpoint as in evaluation). From an exported
+`multimodal.run.load_run`, the best checkpoint as in evaluation). From an exported
 model (serving/export.py) it is the deserialized `jax.export` module: no run directory,
 config or model code is read (the modules for those are not even imported).
 Both are differentiable in the image, so saliency works on either.
@@ -55,7 +55,7 @@ class SingleModel:
     def from_run(cls, workdir: str, which: str = "best") -> SingleModel:
         from flax import nnx
 
-        from multimodal.runs import load_run
+        from multimodal.run import load_run
 
         run = load_run(workdir, which)
         graphdef, state = nnx.split(run.model)

@@ -23,10 +23,11 @@ import subprocess
 
 import pandas as pd
 
-from multimodal.config import load_run_config
 from multimodal.data.geometry import describe
 from multimodal.errors import UserError
 from multimodal.outputs import write_atomic
+from multimodal.run.files import load_run_config
+from multimodal.run import layout
 from multimodal.serving.predictor import DISCLAIMER
 
 CARD = "MODEL_CARD.md"
@@ -89,7 +90,7 @@ def _first_member(run_dir: str, manifest: dict) -> str | None:
     """An ensemble's first member run (its training data stands for the ensemble's)."""
     for member in manifest.get("members") or []:
         path = member if os.path.isabs(member) else os.path.join(run_dir, member)
-        if os.path.exists(os.path.join(path, "config.yaml")):
+        if layout.is_run(path):
             return path
     return None
 
@@ -158,7 +159,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _details(run_dir, train_dir, cfg, manifest, occasion) -> list[str]:
     out = ["## Model details", ""]
-    classes = _json(os.path.join(run_dir, "classes.json")) or (manifest or {}).get("classes")
+    classes = _json(os.path.join(run_dir, layout.CLASSES)) or (manifest or {}).get("classes")
     if manifest:
         out += [f"- Kind: ensemble ({manifest.get('kind', 'unknown')}) of "
                 f"{len(manifest.get('members') or [])} member runs; the members' details "
@@ -178,7 +179,7 @@ def _details(run_dir, train_dir, cfg, manifest, occasion) -> list[str]:
                 f"- Image size: {describe(cfg.data.image_size)} ({cfg.data.geometry}), "
                 f"normalisation {cfg.data.normalize}"]
     out.append(f"- Classes (output order): {', '.join(classes) if classes else 'not recorded'}")
-    trained = (_json(os.path.join(train_dir or run_dir, "run.json")) or {}).get("git_commit")
+    trained = (_json(os.path.join(train_dir or run_dir, layout.RUN_INFO)) or {}).get("git_commit")
     out += [f"- Code commit: {_git_commit()} (when this card was written)"
             + (f"; the model was trained at {trained}" if trained else ""),
             f"- Card written at {occasion}: {datetime.date.today().isoformat()}"]
@@ -186,7 +187,7 @@ def _details(run_dir, train_dir, cfg, manifest, occasion) -> list[str]:
 
 
 def _fields(run_dir: str) -> str:
-    encoder = _json(os.path.join(run_dir, "metadata_encoder.json")) or {}
+    encoder = _json(os.path.join(run_dir, layout.ENCODER)) or {}
     columns = encoder.get("columns")
     return ", ".join(columns) if isinstance(columns, (dict, list)) and columns else "not recorded"
 
@@ -244,7 +245,7 @@ def _training_data(train_dir, cfg) -> list[str]:
 
 
 def _split(run_dir) -> pd.DataFrame | None:
-    path = os.path.join(run_dir or "", "split.csv")
+    path = os.path.join(run_dir or "", layout.SPLIT)
     try:
         frame = pd.read_csv(path, dtype=str)
     except (OSError, ValueError):

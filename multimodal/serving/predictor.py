@@ -22,6 +22,7 @@ from multimodal.errors import RunError
 from multimodal.serving import explain as explain_lib
 from multimodal.serving.fields import parse_metadata, vocabulary
 from multimodal.serving.model import SingleModel, is_export, read_export_manifest
+from multimodal.run.layout import is_run
 
 DISCLAIMER = ("Research tool, not a diagnosis: these probabilities come from a model trained "
               "on a small public dataset and have not been validated for clinical use. See a "
@@ -66,7 +67,7 @@ class Predictor:
             return cls(SingleModel.from_export(path), path)
         if os.path.exists(os.path.join(path, "manifest.json")):
             return cls(EnsembleModel.from_dir(path), path)
-        if os.path.exists(os.path.join(path, "config.yaml")):
+        if is_run(path):
             return cls(SingleModel.from_run(path), path)
         raise RunError(f"{path} holds no run (config.yaml), ensemble or exported model "
                        "(manifest.json)",

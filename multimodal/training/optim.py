@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from flax import nnx
-
-from multimodal.training.freeze import param_labels
+from multimodal.models.blocks import param_labels
 from multimodal.errors import ConfigError
 
 
@@ -50,23 +47,6 @@ def ema_weights(optimizer):
     """The averaged parameters as a pure dict, or None without `train.ema_decay`."""
     state = optimizer.opt_state[-1] if isinstance(optimizer.opt_state, tuple) else None
     return state.ema.to_pure_dict() if isinstance(state, ParamEmaState) else None
-
-
-@contextlib.contextmanager
-def use_weights(model, weights):
-    """Temporarily load `weights` (pure dict of parameters) into `model`; no-op for None."""
-    if weights is None:
-        yield model
-        return
-    params = nnx.state(model, nnx.Param)
-    backup = params.to_pure_dict()
-    nnx.replace_by_pure_dict(params, weights)
-    nnx.update(model, params)
-    try:
-        yield model
-    finally:
-        nnx.replace_by_pure_dict(params, backup)
-        nnx.update(model, params)
 
 
 def schedule(cfg, steps_per_epoch: int, total_steps: int):

@@ -1,6 +1,6 @@
 """What training a segmentation model (`task: segmentation`) adds to the trainer: the mask
 loss, the train step's loss and batch Dice, validation Dice/IoU, and predicted masks over a
-dataset (evaluation reads them through multimodal/runs.py).
+dataset (evaluation reads them through the run layer, multimodal/run/predict.py).
 
 Everything else (the mesh, the jitted step over the split state, Orbax checkpoints,
 --resume, early stopping) is the classification trainer's own: trainer.py calls these
@@ -14,19 +14,17 @@ Validation metrics: mean per-image `dice` and `iou` of the masks thresholded at 
 
 from __future__ import annotations
 
-import sys
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
-from jax.experimental import multihost_utils
-from tqdm import tqdm
 
+from multimodal.errors import ConfigError
 from multimodal.metrics import segmentation_metrics
-from multimodal.training import mesh as mesh_lib
+from multimodal.models import check_segmenter
+from multimodal.run.predict import predict_masks
 
 SMOOTH = 1.0  # soft Dice smoothing: an empty mask predicted empty has loss 0
 
@@ -38,6 +36,9 @@ class SegLossSpec(NamedTuple):
     @classmethod
     def of(cls, cfg) -> SegLossSpec:
         return cls(cfg.train.loss)
+
+    def __call__(self, logits, target):  # the per-example loss the run layer's predict reads
+        return per_example_loss(self, logits, target)
 
 
 def per_example_loss(spec: SegLossSpec, logits, target):
@@ -85,57 +86,9 @@ def train_step(spec: SegLossSpec, model, optimizer, batch, key, class_w=None,
     return loss, hard_dice(logits, batch["seg_mask"])
 
 
-@nnx.jit(static_argnums=(2, 3))
-def _predict(model, batch, flips: bool, spec: SegLossSpec | None):
-    image = batch["image"]
-    if flips:  # test-time augmentation: mean probability over the four flips, flipped back
-        probs = [jnp.flip(jax.nn.sigmoid(model(jnp.flip(image, axes))), axes) if axes else
-                 jax.nn.sigmoid(model(image)) for axes in ((), (2,), (1,), (1, 2))]
-        prob = jnp.clip(jnp.mean(jnp.stack(probs), 0), 1e-6, 1 - 1e-6)
-        logits = jnp.log(prob) - jnp.log1p(-prob)
-    else:
-        logits = model(image)
-    if "seg_mask" not in batch:  # images without masks (lesion crops of another dataset)
-        return logits[..., 0] > 0, jnp.zeros(logits.shape[:3], bool), jnp.zeros(len(image))
-    loss = per_example_loss(spec, logits, batch["seg_mask"]) if spec is not None else \
-        jnp.zeros(len(image))
-    return logits[..., 0] > 0, batch["seg_mask"][..., 0] > 0.5, loss
-
-
-def predict_masks(model, dataset, mesh, tta: bool = False, spec: SegLossSpec | None = None,
-                  progress: str | None = None) -> dict:
-    """Predicted and true masks of every real (unpadded) example in dataset order.
-
-    Returns {"pred": bool [N, H, W], "target": bool [N, H, W] (all False for a dataset
-    without masks), "loss": [N] (zeros without `spec` or masks), "image_id": list (single
-    host only)}; `tta`: the mean probability of the four flips. `progress`: the label of a
-    progress bar (terminals only).
-    """
-    preds, targets, losses, masks, ids = [], [], [], [], []
-    total = len(dataset) if hasattr(dataset, "__len__") else None
-    bar = tqdm(dataset, total=total, desc=progress, unit="batch", leave=False,
-               disable=progress is None or not sys.stderr.isatty())
-    for batch in bar:
-        sharded = mesh_lib.shard_batch(batch, mesh)
-        out = (*_predict(model, sharded, tta, spec), sharded["mask"])
-        if jax.process_count() > 1:
-            out = tuple(multihost_utils.process_allgather(x, tiled=True) for x in out)
-        pred, target, loss, mask = (np.asarray(x) for x in out)
-        preds.append(pred)
-        targets.append(target)
-        losses.append(loss)
-        masks.append(mask > 0)
-        ids += list(batch["image_id"])
-    keep = np.concatenate(masks)
-    return {"pred": np.concatenate(preds)[keep], "target": np.concatenate(targets)[keep],
-            "loss": np.concatenate(losses)[keep],
-            "image_id": [i for i, k in zip(ids, keep) if k] if jax.process_count() == 1
-            else None}
-
-
 def validate(model, val_data, mesh, spec: SegLossSpec) -> dict:
     """Validation Dice/IoU (mean per image and pooled) and loss of a model in eval mode."""
-    out = predict_masks(model, val_data, mesh, spec=spec)
+    out = predict_masks(model, val_data, mesh, loss=spec)
     return {**segmentation_metrics(out["pred"], out["target"]),
             "loss": float(out["loss"].mean())}
 
@@ -143,3 +96,11 @@ def validate(model, val_data, mesh, spec: SegLossSpec) -> dict:
 def epoch_line(record: dict) -> str:
     return (f"epoch {record['epoch']}: loss {record['train_loss']:.3f}, val Dice "
             f"{record['val_dice']:.3f}, val IoU {record['val_iou']:.3f}")
+
+
+def check(cfg) -> None:
+    """A known segmenter, and no synthetic images (they have no masks)."""
+    check_segmenter(cfg.model)
+    if cfg.data.resample:
+        raise ConfigError("data.resample: synthetic images have no masks; segmentation "
+                          "cannot use them", "--set data.resample=null")

@@ -1,17 +1,15 @@
 """The train loop: one jitted step over a device mesh, Orbax checkpoints, early stopping.
 
-Both tasks share it; where segmentation differs (its model, loss, step and validation)
-the loop calls training/segmentation.py."""
+Every task shares it: what differs (the model, loss, step, validation and the checks
+before work) comes from the task table (training/tasks.py, models.build_for_task)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import time
 from functools import partial
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,66 +20,31 @@ from tqdm import tqdm
 from multimodal.config import Config
 from multimodal.data import pipeline
 from multimodal.data.augment import parse_ops
-from multimodal.errors import ConfigError, RunError
-from multimodal.models import ENCODERS, build_model, build_segmenter, check_segmenter
-from multimodal.models.pretrained import check_pretrained_name
-from multimodal.training import losses, mesh as mesh_lib, segmentation
-from multimodal.training.checkpoint import RunCheckpoints, write_run_files
-from multimodal.training.curves import plot_curves
-from multimodal.training.features import FeatureCache
 from multimodal.data.inputs import build_inputs, example_loader
-from multimodal.metrics import classification_metrics, softmax
+from multimodal.errors import ConfigError, RunError
+from multimodal.models import build_for_task
+from multimodal.run import mesh as mesh_lib
+from multimodal.run.checkpoint import RunCheckpoints, use_weights
+from multimodal.run.features import FeatureCache
+from multimodal.run.files import write_history, write_run_files, write_summary
+from multimodal.run.layout import CURVES, path
+from multimodal.training import classification, losses
+from multimodal.training.curves import plot_curves
 from multimodal.training.logs import Board
-from multimodal.training.optim import ema_weights, make_optimizer, use_weights
-from multimodal.training.predict import predict_logits
+from multimodal.training.optim import ema_weights, make_optimizer
 from multimodal.training.progress import Progress
+from multimodal.training.tasks import training_task
 
 
-class LossSpec(NamedTuple):
-    """The static (hashable) part of the loss, a jit static argument."""
-    kind: str
-    label_smoothing: float
-    gamma: float
-
-    @classmethod
-    def of(cls, cfg: Config) -> LossSpec:
-        return cls(cfg.train.loss, cfg.train.label_smoothing, cfg.train.focal_gamma)
-
-
-def loss_fn(spec: LossSpec, logits, batch, class_w):
-    kwargs = dict(weights=class_w, example_mask=batch.get("mask"),
-                  label_smoothing=spec.label_smoothing)
-    if spec.kind == "focal":
-        return losses.focal(logits, batch["label"], gamma=spec.gamma, **kwargs)
-    return losses.cross_entropy(logits, batch["label"], **kwargs)
-
-
-def train_step(spec: LossSpec, model, optimizer, batch, key, class_w, features_from=None):
-    step_key = jax.random.fold_in(key, optimizer.step[...])
-
-    def compute(model):
-        # Dropout keys derive from (seed, step): a resumed run draws the same ones.
-        rngs = nnx.Rngs(dropout=step_key)
-        logits = model(batch["image"], batch["metadata"], batch["metadata_mask"],
-                       features_from=features_from, rngs=rngs)
-        return loss_fn(spec, logits, batch, class_w), logits
-
-    (loss, logits), grads = nnx.value_and_grad(compute, has_aux=True)(model)
-    optimizer.update(model, grads, value=loss)
-    accuracy = (logits.argmax(-1) == batch["label"]).mean()
-    return loss, accuracy
-
-
-@partial(jax.jit, static_argnums=(0, 1, 6))
-def _pure_step(graphdef, spec, state, batch, key, class_w, features_from):
+@partial(jax.jit, static_argnums=(0, 1, 2, 7))
+def _pure_step(graphdef, step, spec, state, batch, key, class_w, features_from):
     model, optimizer = nnx.merge(graphdef, state)
-    step = segmentation.train_step if isinstance(spec, segmentation.SegLossSpec) else train_step
-    loss, accuracy = step(spec, model, optimizer, batch, key, class_w, features_from)
-    return nnx.state((model, optimizer)), loss, accuracy
+    loss, figure = step(spec, model, optimizer, batch, key, class_w, features_from)
+    return nnx.state((model, optimizer)), loss, figure
 
 
 class Stepper:
-    """`train_step` jitted over the split (model, optimizer) state.
+    """The task's train step jitted over the split (model, optimizer) state.
 
     nnx.jit walks the Python object graph on every call: about 40 ms a step for a
     Lite0-sized model on CPU, most of a step when heads train on cached features
@@ -89,14 +52,15 @@ class Stepper:
     `sync` writes them back into the objects before anything else reads them.
     """
 
-    def __init__(self, model, optimizer, features_from=None):
+    def __init__(self, model, optimizer, features_from=None, step=None):
         self.model, self.optimizer, self.features_from = model, optimizer, features_from
+        self.step = step or classification.train_step
         self.graphdef, self.state = nnx.split((model, optimizer))
 
-    def __call__(self, spec: LossSpec, batch, key, class_w):
-        self.state, loss, accuracy = _pure_step(self.graphdef, spec, self.state, batch, key,
-                                                class_w, self.features_from)
-        return loss, accuracy
+    def __call__(self, spec, batch, key, class_w):
+        self.state, loss, figure = _pure_step(self.graphdef, self.step, spec, self.state, batch,
+                                              key, class_w, self.features_from)
+        return loss, figure
 
     def sync(self):
         nnx.update((self.model, self.optimizer), self.state)
@@ -106,19 +70,15 @@ def end_epoch(cfg, model, val_data, mesh, val_labels, progress: Progress, runnin
               steps_per_epoch, ema=None, features_from=None) -> dict:
     """Validate, record the epoch in `progress` and apply early stopping."""
     progress.epoch = math.ceil(progress.step / steps_per_epoch)
-    segmenting = cfg.task == "segmentation"
+    task = training_task(cfg)
     model.eval()
     with use_weights(model, ema):
-        if segmenting:
-            val = segmentation.validate(model, val_data, mesh, segmentation.SegLossSpec.of(cfg))
-        else:
-            logits, _ = predict_logits(model, val_data, mesh, features_from=features_from)
-            val = classification_metrics(val_labels, softmax(logits))
+        val = task.validate(cfg, model, val_data, mesh, val_labels, features_from)
     model.train()
     sums = np.asarray(jax.device_get(running), np.float64)
     record = {"epoch": progress.epoch, "step": progress.step,
               "train_loss": float(sums[0] / max(sums[2], 1)),
-              "train_dice" if segmenting else "train_accuracy": float(sums[1] / max(sums[2], 1)),
+              f"train_{task.figure}": float(sums[1] / max(sums[2], 1)),
               **{f"val_{k}": v for k, v in val.items()}, "images_per_s": rate}
     progress.history.append(record)
     score = val[cfg.train.early_stop_metric]
@@ -128,9 +88,7 @@ def end_epoch(cfg, model, val_data, mesh, val_labels, progress: Progress, runnin
         progress.bad_epochs += 1
     if cfg.train.patience and progress.bad_epochs >= cfg.train.patience:
         progress.stopped = f"early stop at epoch {progress.epoch}"
-    tqdm.write(segmentation.epoch_line(record) if segmenting else
-               f"epoch {record['epoch']}: loss {record['train_loss']:.3f}, val balanced acc "
-               f"{val['balanced_accuracy']:.3f}, val AUC {val['macro_auc']:.3f}")
+    tqdm.write(task.epoch_line(record))
     return record
 
 
@@ -150,17 +108,7 @@ def _sigterm_as_interrupt(*_):
 def check_before_work(cfg: Config, workdir: str, resume: bool, mesh) -> None:
     """Everything that can be refused without reading data: names, the batch over the
     devices, and whether `workdir` holds (or, for --resume, lacks) a run."""
-    if cfg.task == "segmentation":
-        check_segmenter(cfg.model)
-        if cfg.data.resample:
-            raise ConfigError("data.resample: synthetic images have no masks; segmentation "
-                              "cannot use them", "--set data.resample=null")
-    elif cfg.uses_image:
-        if cfg.model.encoder not in ENCODERS:
-            raise ConfigError(f"model.encoder: unknown encoder {cfg.model.encoder!r}; known: "
-                              f"{sorted(ENCODERS)}")
-        if cfg.model.pretrained and not cfg.model.features:
-            check_pretrained_name(cfg.model.pretrained, cfg.model.encoder)
+    training_task(cfg).check(cfg)
     parse_ops(cfg.data.augment)
     n = mesh.devices.size
     if cfg.data.batch_size % n or cfg.data.batch_size % jax.process_count():
@@ -218,9 +166,7 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
                                      cfg.data.batch_size, jax.process_index(),
                                      jax.process_count(), cfg.data.workers)
 
-    model = (build_segmenter(cfg.model, cfg.train.seed) if cfg.task == "segmentation" else
-             build_model(cfg.model, cfg.modality, n_classes, inputs.meta_encoder.dim,
-                         cfg.train.seed))
+    model = build_for_task(cfg, n_classes, inputs.meta_encoder.dim)
     features_from = cache.features_from if cache else None  # cached rows stand in for images
     if cache:
         cache.check_encoder(model.encoder)
@@ -235,14 +181,13 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
     state = jax.device_put(nnx.state((model, optimizer)), mesh_lib.replicated(mesh))
     nnx.update((model, optimizer), state)
 
-    stepper = Stepper(model, optimizer, features_from)
+    task = training_task(cfg)
+    stepper = Stepper(model, optimizer, features_from, task.step)
     iterator = iter(train_data)
     if progress.iterator:
         iterator.set_state(json.loads(progress.iterator))
     key = jax.random.key(cfg.train.seed)
-    spec = (segmentation.SegLossSpec.of(cfg) if cfg.task == "segmentation" else
-            LossSpec.of(cfg))
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    spec = task.loss_spec(cfg)
     board = Board(workdir if cfg.train.tensorboard and jax.process_index() == 0 else None)
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     bar = tqdm(total=total_steps, initial=progress.step, unit="step", disable=not show_progress,
@@ -280,8 +225,7 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
                           metrics={metric: float(record[f"val_{metric}"])}, best_weights=ema)
                 board.write(record)
                 if jax.process_index() == 0:
-                    with open(metrics_path, "w") as f:  # the history is the truth on resume
-                        f.writelines(json.dumps(r) + "\n" for r in progress.history)
+                    write_history(workdir, progress.history)
                 if on_epoch is not None:
                     on_epoch(record)
             elif cfg.train.checkpoint_every_steps and \
@@ -305,7 +249,6 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
                cfg.train.early_stop_metric: progress.best, "stopped": progress.stopped,
                "last": progress.history[-1] if progress.history else None}
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=1)
-        plot_curves(progress.history, os.path.join(workdir, "curves.png"))
+        write_summary(workdir, summary)
+        plot_curves(progress.history, path(workdir, CURVES))
     return summary

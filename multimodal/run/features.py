@@ -32,8 +32,8 @@ from tqdm import tqdm
 from multimodal.config import Config
 from multimodal.data import pipeline
 from multimodal.models import build_model
-from multimodal.training import mesh as mesh_lib
-from multimodal.training.freeze import parse_block, position
+from multimodal.run import mesh as mesh_lib
+from multimodal.models.blocks import parse_block, position
 from multimodal.data.inputs import Inputs, build_inputs, example_loader, preprocessing_ops
 from multimodal.errors import ConfigError, DataError
 

@@ -1,8 +1,5 @@
-"""Orbax checkpoints of a run: `latest` (for --resume) and `best` (top-k by a val metric).
-
-A run directory holds everything evaluation needs:
-    config.yaml, classes.json, metadata_encoder.json, normalizer.json, split.csv,
-    run.json (git commit, versions, devices), metrics.jsonl,
+"""Orbax checkpoints of a run: `latest` (for --resume) and `best` (top-k by a val metric),
+under the run directory's `checkpoints/` (layout.py):
     checkpoints/latest/<step>/{model,optimizer,progress}, checkpoints/best/<step>/...
 Orbax writes each step to a temporary folder and renames it when complete, so
 a crash mid-save leaves the previous checkpoint intact.
@@ -10,54 +7,36 @@ a crash mid-save leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
-import subprocess
-import sys
 import warnings
 
 import jax
 import orbax.checkpoint as ocp
-import yaml
 from flax import nnx
 
 from multimodal.errors import RunError
-from multimodal.training.optim import use_weights
+from multimodal.run.layout import CHECKPOINTS, CONFIG
 
 ITEMS = ("model", "optimizer", "progress")
 
 
-def git_commit() -> str:
+@contextlib.contextmanager
+def use_weights(model, weights):
+    """Temporarily load `weights` (pure dict of parameters) into `model`; no-op for None."""
+    if weights is None:
+        yield model
+        return
+    params = nnx.state(model, nnx.Param)
+    backup = params.to_pure_dict()
+    nnx.replace_by_pure_dict(params, weights)
+    nnx.update(model, params)
     try:
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=root, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, cwd=root, timeout=10).stdout
-        return out.stdout.strip() + ("+dirty" if dirty.strip() else "") or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def write_run_files(workdir: str, cfg_dict: dict, classes, encoder, normalizer) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.yaml"), "w") as f:
-        yaml.safe_dump(cfg_dict, f, sort_keys=False)
-    with open(os.path.join(workdir, "classes.json"), "w") as f:
-        json.dump(list(classes), f)
-    encoder.save(os.path.join(workdir, "metadata_encoder.json"))
-    with open(os.path.join(workdir, "normalizer.json"), "w") as f:
-        json.dump(normalizer.to_dict(), f)
-    import flax
-    import optax
-
-    info = {"git_commit": git_commit(), "python": sys.version.split()[0],
-            "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-            "orbax": ocp.__version__ if hasattr(ocp, "__version__") else "unknown",
-            "devices": [str(d) for d in jax.devices()], "process_count": jax.process_count()}
-    with open(os.path.join(workdir, "run.json"), "w") as f:
-        json.dump(info, f, indent=1)
+        yield model
+    finally:
+        nnx.replace_by_pure_dict(params, backup)
+        nnx.update(model, params)
 
 
 _CPU_HANDLER_SET = False
@@ -86,7 +65,7 @@ class RunCheckpoints:
 
     def __init__(self, workdir: str, metric: str, keep_best: int = 2):
         _no_replica_parallel_on_cpu()
-        root = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        root = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
         self.metric = metric
         self.latest = ocp.CheckpointManager(
             os.path.join(root, "latest"), item_names=ITEMS,
@@ -118,7 +97,7 @@ class RunCheckpoints:
     @staticmethod
     def latest_step_in(workdir: str) -> int | None:
         """The newest finished `latest` step on disk, without opening (or creating) anything."""
-        return max(finished_steps(os.path.join(workdir, "checkpoints", "latest")), default=None)
+        return max(finished_steps(os.path.join(workdir, CHECKPOINTS, "latest")), default=None)
 
     def restore_latest(self, model, optimizer) -> dict | None:
         """Load the latest checkpoint into model and optimizer; return its progress."""
@@ -169,7 +148,7 @@ def load_model_weights(workdir: str, model, which: str = "best",
     """
     if which not in ("best", "latest"):
         raise ValueError(f"which must be 'best' or 'latest', not {which!r}")
-    root = os.path.join(os.path.abspath(workdir), "checkpoints")
+    root = os.path.join(os.path.abspath(workdir), CHECKPOINTS)
     candidates = [which] + (["latest"] if which == "best" else [])
     logging.getLogger("absl").setLevel(logging.ERROR)  # read-only notices are expected here
     problems = []
@@ -199,4 +178,4 @@ def load_model_weights(workdir: str, model, which: str = "best",
             manager.close()
     raise RunError(f"{workdir} has no readable checkpoint: {'; '.join(problems)}",
                    "train it again into a new folder: python scripts/train.py --config "
-                   f"{os.path.join(workdir, 'config.yaml')} --workdir NEW_FOLDER")
+                   f"{os.path.join(workdir, CONFIG)} --workdir NEW_FOLDER")

@@ -1,9 +1,6 @@
-"""A saved run directory, everything about it: loading it, its inputs, its predictions on
-its own splits or another dataset, and the feature cache it was trained on.
-
-Evaluation and ensembles stand on this module, never on the trainer: a run directory
-(docs/architecture.md) holds all that is needed to rebuild the model and its inputs.
-"""
+"""A saved run loaded: its model with the best (or latest) weights, its own splits as
+inputs, another dataset or some of its rows as inputs, and the feature cache it was
+trained on. A run directory (layout.py) holds all that is needed to rebuild them."""
 
 from __future__ import annotations
 
@@ -11,23 +8,19 @@ import dataclasses
 import json
 import os
 
-import jax
 import pandas as pd
-from flax import nnx
 
-from multimodal.config import Config, load_config, load_run_config
+from multimodal.config import Config, load_config
 from multimodal.data import geometry, pipeline, prepare
 from multimodal.data.build import load_table
-from multimodal.data.inputs import Inputs, build_inputs, example_loader
+from multimodal.data.inputs import Inputs, build_inputs
 from multimodal.data.metadata import MetadataEncoder
 from multimodal.errors import DataError, RunError
-from multimodal.metrics import softmax
-from multimodal.models import build_model, build_segmenter
-from multimodal.training import mesh as mesh_lib
-from multimodal.training.checkpoint import load_model_weights
-from multimodal.training.features import FeatureCache
-from multimodal.training.predict import predict_logits
-from multimodal.training.segmentation import predict_masks
+from multimodal.models import build_for_task
+from multimodal.run.checkpoint import load_model_weights
+from multimodal.run.features import FeatureCache
+from multimodal.run.files import load_run_config
+from multimodal.run.layout import CLASSES, ENCODER, NORMALIZER, RUN_FILES, path
 
 
 @dataclasses.dataclass
@@ -41,9 +34,6 @@ class LoadedRun:
     step: int
 
 
-RUN_FILES = ("config.yaml", "classes.json", "metadata_encoder.json", "normalizer.json")
-
-
 def load_run(workdir: str, which: str = "best") -> LoadedRun:
     """Rebuild a run's model from its directory and load its best (or latest) weights."""
     cfg = load_run_config(workdir)
@@ -52,23 +42,22 @@ def load_run(workdir: str, which: str = "best") -> LoadedRun:
         raise RunError(f"{workdir} is incomplete: {missing} missing",
                        f"resume it with: python scripts/train.py --workdir {workdir} --resume")
     try:
-        with open(os.path.join(workdir, "classes.json")) as f:
+        with open(path(workdir, CLASSES)) as f:
             classes = json.load(f)
-        meta_encoder = MetadataEncoder.load(os.path.join(workdir, "metadata_encoder.json"))
-        with open(os.path.join(workdir, "normalizer.json")) as f:
+        meta_encoder = MetadataEncoder.load(path(workdir, ENCODER))
+        with open(path(workdir, NORMALIZER)) as f:
             normalizer = pipeline.Normalizer.from_dict(json.load(f))
     except (ValueError, KeyError, TypeError) as exc:
         raise RunError(f"{workdir} holds a damaged run file ({type(exc).__name__}: {exc})",
                        "train the run again") from None
-    model = (build_segmenter(cfg.model, cfg.train.seed) if cfg.task == "segmentation" else
-             build_model(cfg.model, cfg.modality, len(classes), meta_encoder.dim, cfg.train.seed))
+    model = build_for_task(cfg, len(classes), meta_encoder.dim)
     progress = load_model_weights(workdir, model, which, cfg.train.early_stop_metric)
     model.eval()
     return LoadedRun(workdir, cfg, classes, meta_encoder, normalizer, model, progress["step"])
 
 
 def run_inputs(run: LoadedRun) -> Inputs:
-    """The run's own splits (its split.csv), with its fitted metadata encoder and normaliser."""
+    """The run's own splits (its split file), with its fitted metadata encoder and normaliser."""
     return build_inputs(run.cfg, run.workdir, meta_encoder=run.meta_encoder,
                         normalizer=run.normalizer)
 
@@ -122,58 +111,6 @@ def _test_inputs(run: LoadedRun, table, split, cache_dir, on_missing) -> Inputs:
     source = prepare.open_split(cache_dir, "test")
     return Inputs(manifest, {"test": source}, {"test": prepare.split_frame(source, manifest)},
                   run.meta_encoder, run.normalizer, table.frame, prepared_dir=cache_dir)
-
-
-def predict_split(run: LoadedRun, inputs: Inputs, split: str, tta: bool = False,
-                  batch_size: int | None = None, features=None) -> pd.DataFrame:
-    """One row per image: ids, true label, logits and probabilities per class.
-
-    With `features` (a `FeatureCache` of the run's encoder) the cached features stand in
-    for the images: the same model, without running the encoder's cached part again.
-    """
-    if run.cfg.task == "segmentation":
-        raise RunError(f"{run.workdir} is a segmentation run: it predicts masks, not classes",
-                       "use a classification run here (segmentation: predict_split_masks)")
-    mesh = mesh_lib.make_mesh()
-    nnx.update(run.model, jax.device_put(nnx.state(run.model), mesh_lib.replicated(mesh)))
-    batch = batch_size or run.cfg.data.batch_size
-    batch = max(mesh.devices.size, batch - batch % mesh.devices.size)
-    cached = features.for_split(inputs, split, train=False) if features is not None else None
-    data = pipeline.eval_dataset(example_loader(run.cfg, inputs, split, False, cached), batch)
-    if features is not None:
-        features.check_encoder(run.model.encoder)
-    logits, ids = predict_logits(
-        run.model, data, mesh, tta and features is None,
-        progress=f"predict {split}" + (" (4 flips)" if tta else ""),
-        features_from=features.features_from if features is not None else None)
-    frame = inputs.frames[split].set_index("image_id").loc[ids].reset_index()
-    probs = softmax(logits)
-    out = frame[["image_id", "group_id", "label"]].copy()
-    out["predicted"] = [run.classes[i] for i in probs.argmax(1)]
-    for c, name in enumerate(run.classes):
-        out[f"prob_{name}"] = probs[:, c]
-    for c, name in enumerate(run.classes):
-        out[f"logit_{name}"] = logits[:, c]
-    return out
-
-
-def predict_split_masks(run: LoadedRun, inputs: Inputs, split: str, tta: bool = False,
-                        batch_size: int | None = None) -> tuple[pd.DataFrame, dict]:
-    """A segmentation run's masks on one split: a frame of the rows (ids, group, label) in
-    prediction order, and {"pred", "target"}: bool [N, H, W] at the run's image size and
-    geometry (thresholded at 0.5; `tta`: mean probability of the four flips)."""
-    if run.cfg.task != "segmentation":
-        raise RunError(f"{run.workdir} is a {run.cfg.task} run: it predicts no masks")
-    mesh = mesh_lib.make_mesh()
-    nnx.update(run.model, jax.device_put(nnx.state(run.model), mesh_lib.replicated(mesh)))
-    batch = batch_size or run.cfg.data.batch_size
-    batch = max(mesh.devices.size, batch - batch % mesh.devices.size)
-    data = pipeline.eval_dataset(example_loader(run.cfg, inputs, split, False), batch)
-    out = predict_masks(run.model, data, mesh, tta,
-                        progress=f"predict {split}" + (" (4 flips)" if tta else ""))
-    frame = inputs.frames[split].set_index("image_id").loc[out["image_id"]].reset_index()
-    return frame[["image_id", "group_id", "label"]], {"pred": out["pred"],
-                                                      "target": out["target"]}
 
 
 def run_cache(run_or_cfg) -> FeatureCache | None:

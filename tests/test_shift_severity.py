@@ -137,7 +137,7 @@ def test_scripts_refuse_a_bad_severity_in_one_line(smoke_run, tmp_path):
 
 
 def test_a_severity_copy_never_overwrites_a_dataset_or_an_earlier_copy(smoke_run, tmp_path):
-    from multimodal.config import load_run_config
+    from multimodal.run.files import load_run_config
     from multimodal.data.build import dataset_folders
 
     dataset = next(iter(dataset_folders(load_run_config(smoke_run).data)))

@@ -1,12 +1,13 @@
-"""The report systems of benchmarks/quality/run_baselines.py, one function each: train and evaluate a
+"""The report systems of benchmarks/run_baselines.py, one function each: train and evaluate a
 system's runs under a Bench and return its rows of the results table."""
 
 from __future__ import annotations
 
 import os
+import sys
 
-from benchmarks.common import ROOT, timed
-from benchmarks.quality.baseline_bench import (
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from baseline_bench import (
     CFG,
     FITZ_ENCODERS,
     make_row,
@@ -15,6 +16,7 @@ from benchmarks.quality.baseline_bench import (
     shown_path,
     train_command,
 )
+from common import ROOT, timed
 
 
 def xception(bench):

@@ -1,6 +1,6 @@
 """Image-only vs metadata-only vs fused, on one grouped split: train + evaluate each.
 
-    python -m benchmarks.quality.modalities --config configs/ham10000.yaml --set train.epochs=3 \
+    python benchmarks/modalities.py --config configs/ham10000.yaml --set train.epochs=3 \
         --out runs/modalities
 
 Runs scripts/train.py (a finished run in --out is reused) and scripts/evaluate.py for each
@@ -15,8 +15,10 @@ import argparse
 import json
 import os
 import statistics
+import sys
 
-from benchmarks.common import evaluation_row, publish, train_and_evaluate
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import evaluation_row, publish, train_and_evaluate  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__,

@@ -1,4 +1,7 @@
-"""Shared helpers for benchmarks: timing with medians, result files that name their command."""
+"""Shared helpers for benchmarks: timing with medians, result files that name their command.
+
+Every benchmark is a module of this package, run from the repository root:
+`python -m benchmarks.<group>.<name> ...` (groups: speed, quality, serving)."""
 
 from __future__ import annotations
 
@@ -53,7 +56,6 @@ def train_and_evaluate(config: str, modality: str, workdir: str, sets: list[str]
     minutes (data preparation included). A finished run in workdir is reused, with the minutes
     of the session that trained it, when it was trained with the same settings; otherwise the
     benchmark stops rather than tabulate a run made with other settings."""
-    sys.path.insert(0, ROOT)
     from multimodal.config import config_differences, load_config, load_run_config
 
     finished = os.path.exists(os.path.join(workdir, "summary.json"))
@@ -92,9 +94,18 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+def command_line() -> str:
+    """How this process was started, quoted so that pasted into a shell from the repository root
+    it runs as it ran: `python -m benchmarks.<group>.<name> ...` for a benchmark module."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name.startswith("benchmarks."):
+        return "python -m " + shlex.join([spec.name, *sys.argv[1:]])
+    return "python " + shlex.join(sys.argv)
+
+
 def write_result(name: str, markdown: str, data: dict, folder: str = RESULTS) -> str:
     os.makedirs(folder, exist_ok=True)
-    command = "python " + shlex.join(sys.argv)  # quoted: pasted into a shell, it runs as it ran
+    command = command_line()
     data = {**data, "command": command, "machine": machine(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     with open(os.path.join(folder, f"{name}.json"), "w") as f:

@@ -1,10 +1,10 @@
 """configs/baselines: every report's system loads, and trains once in smoke mode.
 
-The training test runs benchmarks/run_baselines.py --tiny (a subprocess): each system's smoke
-variant trains once (HAM10000 configs on the bundled sample, which has HAM10000's format;
-Fitzpatrick17k on a synthetic Fitzpatrick-format set written into tmp_path; the chest X-ray
-config on ../shared/data/covid_chestxray), is evaluated on its test split, and becomes a row
-of the results table.
+The training test runs `python -m benchmarks.quality.run_baselines --tiny` (a subprocess): each
+system's smoke variant trains once (HAM10000 configs on the bundled sample, which has
+HAM10000's format; Fitzpatrick17k on a synthetic Fitzpatrick-format set written into tmp_path;
+the chest X-ray config on ../shared/data/covid_chestxray), is evaluated on its test split, and
+becomes a row of the results table.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def test_every_system_trains_once_in_smoke_mode(tmp_path):
     """A subprocess: --tiny compiles without XLA's backend optimisation, which a fresh
     process must be told before JAX starts (half the compile time, most of this test)."""
     results = tmp_path / "results"
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "run_baselines.py"),
-                          "--tiny", "--data-root", SHARED_DATA, "--out", str(tmp_path / "runs"),
+    out = subprocess.run([sys.executable, "-m", "benchmarks.quality.run_baselines", "--tiny",
+                          "--data-root", SHARED_DATA, "--out", str(tmp_path / "runs"),
                           "--results", str(results), "--no-progress"],
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -97,7 +97,7 @@ def test_every_system_trains_once_in_smoke_mode(tmp_path):
     if "chestxray_meta" in rows:
         assert "NOT REPRODUCED" in rows["chestxray_meta"]["what"]
     table = (results / "baselines_tiny.md").read_text().splitlines()
-    assert table[2].startswith("Commands: `python benchmarks/run_baselines.py --tiny")
+    assert table[2].startswith("Commands: `python -m benchmarks.quality.run_baselines --tiny")
     assert sum(line.startswith("| ") and "---" not in line for line in table) == 1 + len(rows)
 
 

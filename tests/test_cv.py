@@ -100,8 +100,9 @@ def test_stacking_a_cv_folder_scores_every_system_on_the_same_rows(cv_dir, tmp_p
     import sys
 
     from scripts_helper import ROOT
-    table = subprocess.run([sys.executable, "benchmarks/cv_table.py", "--cv", str(cv_dir),
-                            "--stack", str(out), "--made-by", "python scripts/cv.py ...",
+    table = subprocess.run([sys.executable, "-m", "benchmarks.quality.cv_table", "--cv",
+                            str(cv_dir), "--stack", str(out), "--made-by",
+                            "python scripts/cv.py ...",
                             "--results", str(tmp_path / "results"), "--name", "cv"],
                            cwd=ROOT, capture_output=True, text=True)
     assert table.returncode == 0, table.stderr

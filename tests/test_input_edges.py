@@ -7,12 +7,12 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
-from scripts_helper import ROOT, refused, run_script
+from benchmarks_helper import import_benchmark
+from scripts_helper import refused, run_script
 
 from multimodal.data.sample import SAMPLE_DIR
 from multimodal.serving.fields import MetadataInputError
@@ -207,11 +207,10 @@ def test_a_field_given_twice_is_refused(client):
 def test_the_api_fuzzed_from_its_openapi_description(predictor):
     """Schema-valid and -invalid requests (schemathesis, seeded, 25 per operation and mode;
     part of them with real odd images): no 5xx, every error a JSON body, every answer as
-    the description says. benchmarks/fuzz_api.py runs the same thing longer."""
+    the description says. benchmarks/serving/fuzz_api.py runs the same thing longer."""
     from multimodal.serving.app import create_app
 
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    from fuzz_api import fuzz
+    fuzz = import_benchmark("serving.fuzz_api").fuzz
 
     app = create_app(predictor, max_upload_bytes=400_000, max_pixels=4_000_000,
                      saliency_steps=2)

@@ -1,10 +1,10 @@
-"""benchmarks/kernel_rates.py runs in its smoke mode, and its JAX and PyTorch kernels compute the
-same thing (same result for the same inputs), so their rates compare like with like."""
+"""benchmarks/speed/kernel_rates.py runs in its smoke mode, and its JAX and PyTorch kernels
+compute the same thing (same result for the same inputs), so their rates compare like with
+like."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -13,7 +13,7 @@ from scripts_helper import ROOT
 
 def test_smoke_mode_times_the_same_work_on_both_sides(tmp_path):
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "kernel_rates.py"), "--smoke",
+        [sys.executable, "-m", "benchmarks.speed.kernel_rates", "--smoke",
          "--results", str(tmp_path)], check=False, cwd=ROOT, capture_output=True, text=True,
         timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]

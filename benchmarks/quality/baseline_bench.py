@@ -1,4 +1,4 @@
-"""The machinery of benchmarks/run_baselines.py: the CPU budget, how a system's runs are
+"""The machinery of benchmarks/quality/run_baselines.py: the CPU budget, how a system's runs are
 trained (reused, resumed) and evaluated, and how a row and the results table are written."""
 
 from __future__ import annotations
@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, timed
+from benchmarks.common import ROOT, timed
 
 SYSTEMS = ("xception", "fitzpatrick", "resnet18", "resnet50", "chestxray", "adasyn",
            "vgg16_frozen", "design")
@@ -47,7 +45,7 @@ class Bench:
 
     def __init__(self, args, argv):
         self.args, self.budget = args, "tiny" if args.tiny else args.budget
-        self.command = "python benchmarks/run_baselines.py " + " ".join(argv)
+        self.command = "python -m benchmarks.quality.run_baselines " + " ".join(argv)
         self.out = os.path.join(args.out, self.budget)
         self.data_root = os.path.abspath(args.data_root)
         self.n_boot = 0 if args.tiny else 1000

@@ -1,13 +1,12 @@
-"""The report systems of benchmarks/run_baselines.py, one function each: train and evaluate a
+"""The report systems of benchmarks/quality/run_baselines.py, one function each: train and evaluate a
 system's runs under a Bench and return its rows of the results table."""
 
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from baseline_bench import (
+from benchmarks.common import ROOT, timed
+from benchmarks.quality.baseline_bench import (
     CFG,
     FITZ_ENCODERS,
     make_row,
@@ -16,7 +15,6 @@ from baseline_bench import (
     shown_path,
     train_command,
 )
-from common import ROOT, timed
 
 
 def xception(bench):

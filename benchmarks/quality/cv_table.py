@@ -1,7 +1,7 @@
 """Cross-validation results as a result file: pooled out-of-fold figures first, the fold
 spread, the test split once per final row, and the stack of the fold models.
 
-    python benchmarks/cv_table.py --cv runs/cv/cpu_image_meta [--stack runs/cv/stack] \
+    python -m benchmarks.quality.cv_table --cv runs/cv/cpu_image_meta [--stack runs/cv/stack] \
         --made-by "python scripts/cv.py ..." --made-by "python scripts/stack.py --cv ..." \
         --name cv_ham10000_cpu
 
@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 
-from common import write_result
+from benchmarks.common import write_result
 
 
 def _cell(m) -> str:

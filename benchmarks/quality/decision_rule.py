@@ -1,7 +1,7 @@
 """Argmax against the balanced-accuracy decision rule (per-class logit offsets fitted on each
 model's validation rows by scripts/evaluate.py), tabulated from existing evaluations.
 
-    python benchmarks/decision_rule.py --evals runs/ensembles/*/eval --name decision_rule_ham10000
+    python -m benchmarks.quality.decision_rule --evals runs/ensembles/*/eval --name decision_rule_ham10000
 
 Reads each evaluation's metrics.json (`balanced_decision`: the offsets, balanced accuracy with
 and without them on the same test rows, and the paired lesion-bootstrap interval of the gain);
@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import publish  # noqa: E402
+from benchmarks.common import publish
 
 
 def main():

@@ -1,7 +1,7 @@
 """Image-only vs metadata-only vs fused vs late fusion vs stacking, on one grouped split.
 
     python scripts/extract_features.py --config configs/ham10000_lite0.yaml --root runs/ham_lite0
-    python benchmarks/ensembles.py --config configs/ham10000_lite0.yaml \
+    python -m benchmarks.quality.ensembles --config configs/ham10000_lite0.yaml \
         --features runs/ham_lite0/features/efficientnet_lite0-<digest> --root runs/ham_lite0 \
         --out runs/ensembles
 
@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import evaluation_row, feature_bench_parser, run_script, publish  # noqa: E402
-from feature_peers import logistic_regression  # noqa: E402
+from benchmarks.common import evaluation_row, feature_bench_parser, run_script, publish
+from benchmarks.quality.feature_peers import logistic_regression
 
 def main():
     parser = feature_bench_parser(__doc__)

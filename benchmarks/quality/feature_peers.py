@@ -2,7 +2,7 @@
 on the very same cached features and split, its C chosen on the validation rows.
 
 A trained head that does not at least match this leaves accuracy on the table. Used by
-benchmarks/ensembles.py; writes a metrics.json in evaluate.py's format.
+benchmarks/quality/ensembles.py; writes a metrics.json in evaluate.py's format.
 """
 
 from __future__ import annotations

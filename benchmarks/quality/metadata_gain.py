@@ -1,7 +1,7 @@
 """Why does metadata add so little? Image+meta heads on frozen features, one change at a time,
 each paired against the image-only head on the same split, seed and schedule.
 
-    python benchmarks/metadata_gain.py --features runs/ham_lite0/features/efficientnet_lite0-<digest> \
+    python -m benchmarks.quality.metadata_gain --features runs/ham_lite0/features/efficientnet_lite0-<digest> \
         --root runs/ham_lite0 --out runs/metadata_gain --set train.epochs=20
 
 Rows: the default fusion (concat of the image features and a 64-64 metadata MLP, metadata
@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (ROOT, cell, feature_bench_parser, points, publish, run_script,
+from benchmarks.common import (ROOT, cell, feature_bench_parser, points, publish, run_script,
                     train_and_evaluate)
 
 VARIANTS = {  # label: (modality, overrides)

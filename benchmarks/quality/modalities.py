@@ -1,6 +1,6 @@
 """Image-only vs metadata-only vs fused, on one grouped split: train + evaluate each.
 
-    python benchmarks/modalities.py --config configs/ham10000.yaml --set train.epochs=3 \
+    python -m benchmarks.quality.modalities --config configs/ham10000.yaml --set train.epochs=3 \
         --out runs/modalities
 
 Runs scripts/train.py (a finished run in --out is reused) and scripts/evaluate.py for each
@@ -15,10 +15,8 @@ import argparse
 import json
 import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import evaluation_row, publish, train_and_evaluate  # noqa: E402
+from benchmarks.common import evaluation_row, publish, train_and_evaluate
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__,

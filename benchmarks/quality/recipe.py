@@ -2,7 +2,7 @@
 evaluate on the grouped test split (argmax and the balanced-accuracy decision rule fitted on
 validation), on a shifted copy of that split (another camera), and the metadata gain.
 
-    python benchmarks/recipe.py --config configs/ham10000_cpu.yaml --modalities image+meta image \
+    python -m benchmarks.quality.recipe --config configs/ham10000_cpu.yaml --modalities image+meta image \
         --out runs/recipe_cpu --name recipe_ham10000_cpu
 
 For each modality: scripts/train.py, scripts/evaluate.py (test split), the shifted copy
@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import cell, points, publish, run_script, train_and_evaluate  # noqa: E402
+from benchmarks.common import cell, points, publish, run_script, train_and_evaluate
 
 
 def load(path):

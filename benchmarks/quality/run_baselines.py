@@ -1,10 +1,10 @@
 """Every course report's system rebuilt with this toolkit, measured beside what the report
 claimed: benchmarks/results/baselines.md (+ .json).
 
-    python benchmarks/run_baselines.py --data-root ../shared/data --budget cpu   # 2 cores: ~2.2 h
-    python benchmarks/run_baselines.py --data-root ../shared/data --budget gpu   # full recipes
-    python benchmarks/run_baselines.py --budget cpu --only resnet18 resnet50     # some systems
-    python benchmarks/run_baselines.py --tiny                                    # seconds: tests
+    python -m benchmarks.quality.run_baselines --data-root ../shared/data --budget cpu   # 2 cores: ~2.2 h
+    python -m benchmarks.quality.run_baselines --data-root ../shared/data --budget gpu   # full recipes
+    python -m benchmarks.quality.run_baselines --budget cpu --only resnet18 resnet50     # some systems
+    python -m benchmarks.quality.run_baselines --tiny                                    # seconds: tests
 
 Systems (--only names; configs in configs/baselines/):
     xception      1. Xception transfer learning, HAM10000 (ISIC 2018 test when present)
@@ -19,7 +19,7 @@ Systems (--only names; configs in configs/baselines/):
     design        6. image + metadata fusion and XGBoost stacking (grouped split)
 
 `--budget gpu` trains each config as it is (the reports' resolutions and epochs); `cpu`
-applies the reductions listed in `CPU` in benchmarks/baseline_bench.py (each row says what ran and the GPU command);
+applies the reductions listed in `CPU` in benchmarks/quality/baseline_bench.py (each row says what ran and the GPU command);
 `--tiny` trains the configs' smoke variants, HAM10000 ones on the bundled sample, on a
 small synthetic Fitzpatrick17k set: a pipeline check whose numbers mean nothing, written to
 baselines_tiny.md (compiled without XLA's backend optimisation: half the compile time).
@@ -36,10 +36,9 @@ import os
 import shutil
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import baseline_systems
-from baseline_bench import SYSTEMS, Bench, markdown, missing_row, number_cell
-from common import RESULTS, ROOT, machine
+from benchmarks.common import RESULTS, ROOT, machine
+from benchmarks.quality import baseline_systems
+from benchmarks.quality.baseline_bench import SYSTEMS, Bench, markdown, missing_row, number_cell
 
 from multimodal.errors import ConfigError, UserError, cli
 

@@ -1,12 +1,12 @@
 """Lesion segmentation on HAM10000: a U-Net trained on the CPU and evaluated on the grouped
 test split (the same lesion-grouped split as the classification benchmarks: split_seed 0).
 
-    python benchmarks/segmentation.py                       # full run, results to
+    python -m benchmarks.quality.segmentation                       # full run, results to
         # benchmarks/results/segmentation_ham10000_cpu.md/.json
-    python benchmarks/segmentation.py --limit 300 --set train.epochs=1 --set data.image_size=32
+    python -m benchmarks.quality.segmentation --limit 300 --set train.epochs=1 --set data.image_size=32
         # tiny check of the whole path (about a minute): whole lesions up to ~300 images
         # drawn from each part of the same split; results in --out, not benchmarks/results
-    python benchmarks/segmentation.py --classify configs/ham10000.yaml --classify-set \
+    python -m benchmarks.quality.segmentation --classify configs/ham10000.yaml --classify-set \
         train.epochs=8      # also: does cropping to the predicted lesion help a classifier?
 
 Runs scripts/train.py (configs/ham10000_unet.yaml: 128 px, the 200x150 pictures and
@@ -28,18 +28,15 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-from common import cell, evaluation_row, run_script, write_result  # noqa: E402
+from benchmarks import common
+from benchmarks.common import cell, evaluation_row, run_script, write_result
 
 
 def limited_split(config: str, overrides, limit: int, out: str, seed: int = 0) -> str:
     """The config's grouped split, cut to whole lesions of about `limit` images (each part
     keeps its share), written to `out`/split_limit<limit>.csv."""
-    sys.path.insert(0, common.ROOT)
     import numpy as np
     import pandas as pd
 
@@ -103,7 +100,7 @@ def main():
     m = result["metrics"]
     rate = statistics.median(r["images_per_s"] for r in history)
     best = max(history, key=lambda r: r["val_dice"])
-    command = "python " + " ".join(sys.argv)
+    command = common.command_line()
     lines = [
         f"# U-Net lesion segmentation on HAM10000 ({args.config}, overrides "
         f"{args.set or 'none'}{f', limit {args.limit} images' if args.limit else ''})", "",

@@ -1,7 +1,7 @@
 """How much balanced accuracy survives another camera: runs scored on their test split and on a
 shifted copy of it (scripts/shift_testset.py), the drop with a paired lesion-bootstrap interval.
 
-    python benchmarks/shift_drop.py --runs runs/ensembles/image runs/ensembles/image_meta \
+    python -m benchmarks.quality.shift_drop --runs runs/ensembles/image runs/ensembles/image_meta \
         --out runs/shift [--each]
 
 The copy holds the first run's test rows (all runs must share that split); --each also makes
@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import points, run_script, publish  # noqa: E402
+from benchmarks.common import points, run_script, publish
 
 SHIFTS = ("contrast", "saturation", "white_balance", "gamma", "squash", "jpeg")
 

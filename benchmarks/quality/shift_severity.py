@@ -2,10 +2,10 @@
 multimodal/data/shift.py (levels fixed there, from MedMNIST-C / ImageNet-C where they exist),
 each scored against the clean split with a paired lesion-bootstrap interval.
 
-    python benchmarks/shift_severity.py --checkpoint runs/ham
-    python benchmarks/shift_severity.py --checkpoint runs/ham --families blur noise jpeg \
+    python -m benchmarks.quality.shift_severity --checkpoint runs/ham
+    python -m benchmarks.quality.shift_severity --checkpoint runs/ham --families blur noise jpeg \
         --severities 1 3 5
-    python benchmarks/shift_severity.py --checkpoint RUN --smoke --results /tmp/out  # 1 x 1
+    python -m benchmarks.quality.shift_severity --checkpoint RUN --smoke --results /tmp/out  # 1 x 1
 
 Copies: RUN/shifted/<family>-s<level>-seed<N>, the folders `scripts/evaluate.py --shifted
 <family> --severity <level>` writes and reuses (made once). Evaluations:
@@ -26,11 +26,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS, ROOT, cell, points, publish  # noqa: E402
-
-sys.path.insert(0, ROOT)
-from multimodal.errors import ConfigError, cli  # noqa: E402
+from benchmarks.common import RESULTS, cell, points, publish
+from multimodal.errors import ConfigError, cli
 
 TOOL = "shift_severity"
 

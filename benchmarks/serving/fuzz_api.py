@@ -1,7 +1,7 @@
 """Fuzz the web demo's JSON API from its own OpenAPI description (schemathesis, in process).
 
-    python benchmarks/fuzz_api.py --examples 500                  # a fresh smoke run's model
-    python benchmarks/fuzz_api.py --checkpoint runs/demo --examples 2000
+    python -m benchmarks.serving.fuzz_api --examples 500                  # a fresh smoke run's model
+    python -m benchmarks.serving.fuzz_api --checkpoint runs/demo --examples 2000
 
 Each operation gets `--examples` schema-valid and as many schema-invalid requests (seeded:
 the same command sends the same requests; an operation without parameters has no invalid
@@ -28,8 +28,7 @@ import time
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, run_script, write_result  # noqa: E402
+from benchmarks.common import ROOT, run_script, write_result
 
 SAMPLE = os.path.join(ROOT, "multimodal", "data", "sample", "ham10000", "images")
 
@@ -144,8 +143,6 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="fuzz_api", help="result file name")
     args = parser.parse_args(argv)
-
-    sys.path.insert(0, ROOT)
     from multimodal.serving.app import create_app
     from multimodal.serving.predictor import Predictor
 

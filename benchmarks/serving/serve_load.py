@@ -2,8 +2,8 @@
 against `scripts/serve.py` started on 127.0.0.1; no errors allowed; latency p50/p95/p99 and
 requests/s written to benchmarks/results/serve_load.{md,json}.
 
-    python benchmarks/serve_load.py --checkpoint runs/demo              # 200 + 50, as the page asks
-    python benchmarks/serve_load.py --checkpoint runs/demo --plain      # probabilities only
+    python -m benchmarks.serving.serve_load --checkpoint runs/demo              # 200 + 50, as the page asks
+    python -m benchmarks.serving.serve_load --checkpoint runs/demo --plain      # probabilities only
 
 Each request is what the page sends: one sample image, age / sex / site, saliency overlay and
 explanation (`--plain`: neither). The request loops are bounded (count and a per-request
@@ -25,10 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, write_result
+from benchmarks.common import ROOT, write_result
 
-from multimodal.serving.client import multipart  # noqa: E402
+from multimodal.serving.client import multipart
 
 SAMPLE = os.path.join(ROOT, "multimodal", "data", "sample", "ham10000", "images")
 

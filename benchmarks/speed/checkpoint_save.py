@@ -1,7 +1,7 @@
 """How long the trainer's checkpoint save takes on CPU devices, with Orbax's default
 replica-parallel writing and with it off (what multimodal.training.checkpoint does on CPU).
 
-    python benchmarks/checkpoint_save.py --devices 4 --repeats 3
+    python -m benchmarks.speed.checkpoint_save --devices 4 --repeats 3
 
 Each timing is a fresh process (the device count is fixed when JAX starts, and the Orbax handler
 is registered per process): a ResNet-18 classifier and its AdamW state, replicated over a mesh of
@@ -20,8 +20,7 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, publish  # noqa: E402
+from benchmarks.common import ROOT, publish
 
 CHILD = r"""
 import json, sys, tempfile, time

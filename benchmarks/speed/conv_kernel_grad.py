@@ -1,7 +1,7 @@
 """Where XLA's CPU convolution backward pass is slow, and whether matmuls do better: one layer
 at a time, ResNet-50's shapes at 128 px input, batch 32.
 
-    python benchmarks/conv_kernel_grad.py [--batch 32] [--repeats 5]
+    python -m benchmarks.speed.conv_kernel_grad [--batch 32] [--repeats 5]
 
 Per layer (median of --repeats, milliseconds, one process, after warm-up): the forward
 convolution; the input gradient and the kernel gradient as JAX's autodiff gives them (both are
@@ -9,24 +9,21 @@ XLA convolutions); and the kernel gradient written as matmuls: per kernel tap ov
 slices of the input ('taps'; 'taps per image': the same with the output gradient transposed
 alone and one matmul per image and tap, as `multimodal.models.layers.conv_taps_backward` runs
 it), or as one matmul over the k*k slices concatenated on channels ('im2col'). A 1x1 layer needs no slices: `multimodal.models.layers.conv_or_matmul` runs those
-as matmuls (benchmarks/results/cpu_step_pointwise.md). Every variant is checked against
+as matmuls (benchmarks/results/cpu_step_ledger.md, run cpu_step_pointwise). Every variant is checked against
 autodiff before it is timed. Results: benchmarks/results/conv_kernel_grad_cpu.{md,json}.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import median_time, write_result  # noqa: E402
-from multimodal.models.layers import conv_taps_backward  # noqa: E402
+from benchmarks.common import median_time, write_result
+from multimodal.models.layers import conv_taps_backward
 
 DN = ("NHWC", "HWIO", "NHWC")
 # (spatial size, input channels, output channels, kernel, stride): ResNet-50 at 128 px

@@ -1,17 +1,18 @@
 """What the CPU training step is made of, and what each attempt to speed it up does: one table.
 
-    python benchmarks/cpu_step_attempts.py --models efficientnet_lite0 resnet50 --size 128 \
+    python -m benchmarks.speed.cpu_step_attempts --models efficientnet_lite0 resnet50 --size 128 \
         --batch 32 [--smoke]
 
 Each row runs in a fresh process (XLA flags are read once, at start-up), the trainer's jitted
-step on a synthetic device-resident batch (benchmarks/throughput_parts.py), the median of
+step on a synthetic device-resident batch (benchmarks/speed/throughput_parts.py), the median of
 --repeats timings of --steps steps after warm-up. In the same run and on the same machine:
 - parts: forward (training mode, loss), forward + backward (value_and_grad), the whole step
   (+ AdamW update and state write-back): where the time goes;
 - attempts: XLA CPU flags of the installed jaxlib (fast math, XNNPACK on/off and its fusions,
   oneDNN, single-threaded Eigen), bf16 compute, donating the train state, batch size;
 - the same architecture's step in PyTorch (fp32 eager, all cores), the peer every ratio uses.
-Results: benchmarks/results/cpu_step_attempts.{md,json}.
+Results: one ledger of every run, benchmarks/results/cpu_step_ledger.{md,json}: each run appends
+its rows there, labelled --name (--smoke runs go to cpu_step_ledger_smoke instead).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import write_result  # noqa: E402
+from benchmarks.common import RESULTS, ROOT, command_line, machine
+from benchmarks.speed.cpu_step_ledger import LEDGER, append_runs, run_record
 
 # name -> (extra XLA_FLAGS, extra options for the measuring process, what it tries)
 ATTEMPTS = {
@@ -54,6 +56,7 @@ ATTEMPTS = {
     "pointwise_conv": ("", {"pointwise": "conv"},
                        "1x1 convolutions through XLA's convolution (before they became matmuls)"),
 }
+WHAT = {name: attempt[2] for name, attempt in ATTEMPTS.items()}
 
 
 def measure(model: str, size: int, batch: int, steps: int, repeats: int, dtype: str = "float32",
@@ -61,7 +64,7 @@ def measure(model: str, size: int, batch: int, steps: int, repeats: int, dtype: 
             encoder_options: dict | None = None, pointwise: str = "matmul",
             max_pool_backward: str = "shifted", kernel_grad: str = "taps_per_image") -> dict:
     """In this process: images/s of the JAX step (and its parts), or of the torch step."""
-    import throughput_parts as tp
+    from benchmarks.speed import throughput_parts as tp
     from multimodal.models import layers
 
     layers.POINTWISE, layers.MAX_POOL_BACKWARD = pointwise, max_pool_backward
@@ -99,7 +102,7 @@ def part_rates(model_name: str, batch: int, size: int, steps: int, repeats: int,
     import optax
     from flax import nnx
 
-    import throughput_parts as tp
+    from benchmarks.speed import throughput_parts as tp
     from multimodal.models import Classifier
 
     model = Classifier(7, "image", encoder=model_name,
@@ -132,8 +135,8 @@ def child(args) -> None:
 def spawn(options: dict, flags: str) -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = " ".join(f for f in (env.get("XLA_FLAGS", ""), flags) if f)
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(options)], env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", __spec__.name, "--child", json.dumps(options)],
+                         env=env, cwd=ROOT, capture_output=True, text=True)
     if out.returncode:
         errors = [line for line in out.stderr.splitlines() if "Error" in line or "error" in line]
         return {"error": (errors or out.stderr.strip().splitlines() or ["failed"])[-1][:160]}
@@ -152,8 +155,9 @@ def main():
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--smoke", action="store_true", help="tiny: 32 px, batch 4, 1 step")
-    p.add_argument("--results", default=None, help="folder for the result files")
-    p.add_argument("--name", default="cpu_step_attempts", help="result file name")
+    p.add_argument("--results", default=None,
+                   help="folder of the ledger (default benchmarks/results)")
+    p.add_argument("--name", default="cpu_step_attempts", help="this run's name in the ledger")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -180,11 +184,12 @@ def main():
                 rows.append({"model": model, "batch": batch, "attempt": attempt,
                              "torch_peer": torch.get("torch"), **result})
                 print(rows[-1], flush=True)
-    text = "\n".join(report(args, rows))
-    print(text)
+    print("\n".join(report(args, rows)))
+    ledger = f"{LEDGER}_smoke" if args.smoke else LEDGER
     name = f"{args.name}_smoke" if args.smoke else args.name
-    kwargs = {"folder": args.results} if args.results else {}
-    print("->", write_result(name, text, {"rows": rows, "args": vars(args)}, **kwargs))
+    run = run_record(name, vars(args), rows, command_line(), time.strftime("%Y-%m-%d %H:%M:%S"),
+                     machine(), what=WHAT)
+    print("->", append_runs(args.results or RESULTS, [run], ledger))
 
 
 def report(args, rows) -> list[str]:

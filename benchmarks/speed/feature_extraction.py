@@ -1,6 +1,6 @@
 """EfficientNet-Lite0 inference (feature extraction) on the CPU: JAX formulations vs torch.
 
-    python benchmarks/feature_extraction.py --size 224 --batches 1 8 32
+    python -m benchmarks.speed.feature_extraction --size 224 --batches 1 8 32
 
 Same run, same random images: our JAX Lite0 encoder (eval mode, jitted) with the
 depthwise convolution written as k*k shifted multiply-adds (`shift`, the default) or
@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import median_time, run_script, write_result  # noqa: E402
+from benchmarks.common import median_time, run_script, write_result
 
 
 def jax_forward(impl, batch, size, seed=0):
@@ -48,7 +46,7 @@ def jax_forward(impl, batch, size, seed=0):
 def torch_forward(batch, size, threads):
     import torch
 
-    from torch_reference import EfficientNetLite0
+    from benchmarks.speed.torch_reference import EfficientNetLite0
 
     torch.set_num_threads(threads)
     model = EfficientNetLite0().eval()

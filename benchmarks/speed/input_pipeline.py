@@ -1,6 +1,6 @@
 """Input pipeline throughput: Grain against a plain Python loop doing the same work.
 
-    python benchmarks/input_pipeline.py --data ../shared/data/ham10000 --size 224 --images 512
+    python -m benchmarks.speed.input_pipeline --data ../shared/data/ham10000 --size 224 --images 512
 
 Two inputs, each read by every pipeline in the same run, producing the same batches:
 
@@ -28,21 +28,19 @@ import argparse
 import hashlib
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import write_result  # noqa: E402
+from benchmarks.common import command_line, write_result
 
-from multimodal.data import pipeline, prepare  # noqa: E402
-from multimodal.data.augment import apply_ops, parse_ops  # noqa: E402
-from multimodal.data.metadata import MetadataEncoder  # noqa: E402
-from multimodal.data.prepare import resize_short_side  # noqa: E402
-from multimodal.data.sources import ham10000  # noqa: E402
+from multimodal.data import pipeline, prepare
+from multimodal.data.augment import apply_ops, parse_ops
+from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.prepare import resize_short_side
+from multimodal.data.sources import ham10000
 
 OPS = ["flip_h", "flip_v", {"rotate": {"degrees": 20}}, "color_jitter"]
 
@@ -178,7 +176,7 @@ def main():
 
     header = ["| pipeline | median s / pass | images/s | ratio to the Python loop | CPU ms / image |",
               "| --- | ---: | ---: | ---: | ---: |"]
-    command = "python " + " ".join(sys.argv)
+    command = command_line()
     title = (f"# Input pipeline throughput ({n} HAM10000 images, {args.size} px, batch "
              f"{args.batch}, augmentation {OPS})")
     method = (f"Each pass: {timed} images in {timed // args.batch} batches. One warm-up pass per "

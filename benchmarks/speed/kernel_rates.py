@@ -1,7 +1,7 @@
 """GFLOP/s of the kernels a ResNet-50 training step is made of, JAX (XLA CPU) against PyTorch
 (oneDNN) in one run: what is left between the two steps once the graph-level waste is gone.
 
-    python benchmarks/kernel_rates.py
+    python -m benchmarks.speed.kernel_rates
 
 Shapes are ResNet-50's at 128 px, batch 32: a 1x1 layer as a matmul (its forward and both
 gradients are matmuls of this size), a 3x3 convolution forward, its input gradient and its
@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import median_time, publish  # noqa: E402
+from benchmarks.common import median_time, publish
 
 # (label, kind, N, H, Cin, Cout, k, stride)
 CASES = [("1x1 as matmul, 32x32x256 -> 128", "dot", 32, 32, 256, 128, 1, 1),

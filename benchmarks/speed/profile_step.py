@@ -1,7 +1,7 @@
 """Where the CPU training step spends its time, op by op: a jax.profiler trace of the trainer's
 step, its XLA ops summed by name and by kind.
 
-    python benchmarks/profile_step.py --model efficientnet_lite0 --size 128 --batch 32
+    python -m benchmarks.speed.profile_step --model efficientnet_lite0 --size 128 --batch 32
 
 XLA's CPU runtime marks every op it runs in the trace when started with
 --xla_cpu_enable_xprof_traceme=true (set here before JAX starts). The trace of --steps steps
@@ -18,14 +18,13 @@ import collections
 import glob
 import os
 import re
-import sys
 import time
 
 os.environ["XLA_FLAGS"] = " ".join(
     f for f in (os.environ.get("XLA_FLAGS", ""), "--xla_cpu_enable_xprof_traceme=true") if f)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import write_result  # noqa: E402
-import throughput_parts as tp  # noqa: E402
+from benchmarks.common import write_result  # noqa: E402
+from benchmarks.speed import throughput_parts as tp  # noqa: E402
+
 
 def kind(name: str) -> str:
     """The op's family: its name without XLA's numeric suffix (`ynn_fusion.347` ->

@@ -1,6 +1,6 @@
 """Per-step overhead of nnx.jit against jax.jit over the split state (the trainer's Stepper).
 
-    python benchmarks/step_overhead.py --models efficientnet_lite0 resnet50 --batch 64
+    python -m benchmarks.speed.step_overhead --models efficientnet_lite0 resnet50 --batch 64
 
 nnx.jit walks the model's Python object graph on every call; the trainer splits
 (model, optimizer) once and jits a pure function of the arrays. The gap matters
@@ -13,13 +13,10 @@ timings of `--steps` steps after warm-up.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import median_time, write_result  # noqa: E402
+from benchmarks.common import median_time, write_result
 
 
 def steppers(name: str, batch: int, meta_dim: int = 20):

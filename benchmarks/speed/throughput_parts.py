@@ -1,4 +1,4 @@
-"""The pieces benchmarks/train_throughput.py times: the trainer's step in JAX, the same model's
+"""The pieces benchmarks/speed/train_throughput.py times: the trainer's step in JAX, the same model's
 step in PyTorch, and the trainer's input pipeline (Grain over prepared ArrayRecord)."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def torch_step(name, batch, size, device):
     bf16 autocast and torch.compile (its fastest common recipe)."""
     import torch
 
-    from torch_reference import EfficientNetLite0, ResNet50, parameter_count
+    from benchmarks.speed.torch_reference import EfficientNetLite0, ResNet50, parameter_count
 
     gpu = device == "gpu"
     dev = torch.device("cuda" if gpu else "cpu")

@@ -1,10 +1,10 @@
 """Training throughput (images/s) of the trainer's step, with and without its input pipeline,
 against the same architecture in PyTorch, measured in one run on one machine.
 
-    python benchmarks/train_throughput.py --device cpu --models resnet50 efficientnet_lite0 \
+    python -m benchmarks.speed.train_throughput --device cpu --models resnet50 efficientnet_lite0 \
         --size 224 --batches 8 16
-    python benchmarks/train_throughput.py --device gpu      # ResNet-50 + Lite0, 224 px, bf16
-    python benchmarks/train_throughput.py --smoke           # seconds, CPU: what the tests run
+    python -m benchmarks.speed.train_throughput --device gpu      # ResNet-50 + Lite0, 224 px, bf16
+    python -m benchmarks.speed.train_throughput --smoke           # seconds, CPU: what the tests run
 
 Per model and batch size:
   JAX step        the trainer's jitted step (forward, backward, AdamW) on a device-resident batch
@@ -12,7 +12,7 @@ Per model and batch size:
                   prepared once at --size (ArrayRecord), decoded, flipped/rotated and normalised
                   on the host by Grain (--workers processes), copied to the device each step
   input alone     that pipeline without a model: if it is below "JAX step", the host caps training
-  torch           the same architecture (benchmarks/torch_reference.py): fp32 eager on the CPU;
+  torch           the same architecture (benchmarks/speed/torch_reference.py): fp32 eager on the CPU;
                   on the GPU channels-last, bf16 autocast, torch.compile, fused AdamW
 Every figure is the median of --repeats timings of --steps steps after a warm-up (compilation).
 --device gpu defaults to bf16 compute with fp32 master weights and batches 64..512; a batch
@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 
 # before JAX starts: allocate on demand, so the PyTorch peer in the same process finds memory
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import RESULTS, write_result  # noqa: E402
-import throughput_parts as parts  # noqa: E402
+from benchmarks.common import RESULTS, write_result  # noqa: E402
+from benchmarks.speed import throughput_parts as parts  # noqa: E402
 
 GPU = {"batches": [64, 128, 256, 512], "dtype": "bfloat16", "images": 2048, "steps": 20,
        "repeats": 3, "workers": max(1, (os.cpu_count() or 2) - 2)}

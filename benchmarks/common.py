@@ -56,13 +56,14 @@ def train_and_evaluate(config: str, modality: str, workdir: str, sets: list[str]
     minutes (data preparation included). A finished run in workdir is reused, with the minutes
     of the session that trained it, when it was trained with the same settings; otherwise the
     benchmark stops rather than tabulate a run made with other settings."""
-    from multimodal.config import config_differences, load_config, load_run_config
+    from multimodal.config import config_differences, load_config
+    from multimodal.run.files import load_run_config
 
     finished = os.path.exists(os.path.join(workdir, "summary.json"))
     if finished:
         asked = load_config(config, sets, modality=modality)
         if asked.model.features and asked.uses_image:  # stored as the feature cache set it
-            from multimodal.training.features import FeatureCache
+            from multimodal.run.features import FeatureCache
             asked = FeatureCache.open(asked.model.features).configure(asked)
         changed = config_differences(load_run_config(workdir), asked)
         if changed:

@@ -66,8 +66,9 @@ class Bench:
     def train_eval(self, workdir: str, cfg, data_config: str | None = None) -> dict:
         """Train `cfg` into workdir (reused when finished, resumed when interrupted) and
         evaluate it on its test split (and on `data_config` when given)."""
-        from multimodal.config import config_differences, load_run_config
-        from multimodal.training.checkpoint import RunCheckpoints
+        from multimodal.config import config_differences
+        from multimodal.run.checkpoint import RunCheckpoints
+        from multimodal.run.files import load_run_config
         from multimodal.training.trainer import train
 
         if os.path.exists(os.path.join(workdir, "config.yaml")):

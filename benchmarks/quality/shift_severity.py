@@ -73,7 +73,7 @@ def check(args) -> tuple[list[str], list[int]]:
 
 def shifted_copy(run: str, family: str, severity: int, seed: int) -> str:
     """The run's test rows with one family at one level: evaluate.py's folder, made once."""
-    from multimodal.data.shift import shifted_copy_of_run
+    from multimodal.run.shifted import shifted_copy_of_run
 
     folder = os.path.join(run, "shifted", f"{family}-s{severity}-seed{seed}")
     path, _, _ = shifted_copy_of_run(run, folder, [family], seed, progress=False, reuse=True,

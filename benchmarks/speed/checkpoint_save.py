@@ -1,5 +1,5 @@
 """How long the trainer's checkpoint save takes on CPU devices, with Orbax's default
-replica-parallel writing and with it off (what multimodal.training.checkpoint does on CPU).
+replica-parallel writing and with it off (what multimodal.run.checkpoint does on CPU).
 
     python -m benchmarks.speed.checkpoint_save --devices 4 --repeats 3
 
@@ -26,8 +26,8 @@ CHILD = r"""
 import json, sys, tempfile, time
 import jax, optax
 from flax import nnx
-from multimodal.training import checkpoint
-from multimodal.training.mesh import make_mesh, replicated
+from multimodal.run import checkpoint
+from multimodal.run.mesh import make_mesh, replicated
 from multimodal.models import build_model
 from multimodal.config import load_config
 

@@ -80,7 +80,7 @@ def measure(model: str, size: int, batch: int, steps: int, repeats: int, dtype: 
         from functools import partial
 
         from multimodal.training import trainer
-        trainer._pure_step = partial(jax.jit, static_argnums=(0, 1, 6), donate_argnums=(2,))(
+        trainer._pure_step = partial(jax.jit, static_argnums=(0, 1, 2, 7), donate_argnums=(3,))(
             trainer._pure_step.__wrapped__)
     synthetic_step, _, _ = tp.jax_step(model, batch, size, dtype,
                                        encoder_options=encoder_options)

@@ -21,8 +21,9 @@ def jax_step(name, batch, size, dtype, num_devices=None, encoder_options=None):
     from flax import nnx
 
     from multimodal.models import Classifier
-    from multimodal.training import mesh as mesh_lib
-    from multimodal.training.trainer import LossSpec, Stepper
+    from multimodal.run import mesh as mesh_lib
+    from multimodal.training.classification import LossSpec
+    from multimodal.training.trainer import Stepper
 
     compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
     model = Classifier(7, "image", encoder=name,

@@ -36,7 +36,7 @@ def summary_line(summary: dict) -> str:
 def screen_line(oof) -> str:
     from multimodal.evaluation.compare import classes_of
     from multimodal.evaluation.context import arrays
-    from multimodal.evaluation.metrics import point_metrics
+    from multimodal.evaluation.scoring import point_metrics
 
     labels, _, probs = arrays(oof, classes_of(oof))
     folds = sorted(int(f) for f in oof["fold"].unique())

@@ -1,6 +1,6 @@
 """Evaluate a trained run or an ensemble directory; write metrics, plots and a report.
 A segmentation run (its config's `task`) gets Dice/IoU, overlays and its own report
-(multimodal/evaluation/segmentation.py).
+(multimodal/evaluation/segmenter.py).
 
     python scripts/evaluate.py --checkpoint runs/sample --out runs/sample/eval
     python scripts/evaluate.py --checkpoint runs/ham --data configs/isic2018_test.yaml --tta

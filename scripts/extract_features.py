@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from multimodal.config import config_from_cli
-from multimodal.data.prepare import REFERENCE
+from multimodal.data.store import REFERENCE
 from multimodal.data.splits import SPLIT_FILE
 from multimodal.errors import cli
 

@@ -10,7 +10,7 @@ with --seed (multimodal/data/shift.py documents the ranges):
   contrast, saturation, white_balance, gamma, squash (4:3 -> square), jpeg (quality 15-40)
 
 --severity 1-5 applies each named shift at that one level instead (a corruption benchmark,
-benchmarks/shift_severity.py; the levels, from MedMNIST-C / ImageNet-C where they exist,
+benchmarks/quality/shift_severity.py; the levels, from MedMNIST-C / ImageNet-C where they exist,
 are tabled in multimodal/data/shift.py). With a severity there are more families: blur,
 vignette, black_corners, low_res, noise, levels, contrast, saturation, white_balance, gamma,
 squash, jpeg (default: all of them at once).

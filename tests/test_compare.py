@@ -8,7 +8,7 @@ import pytest
 
 from multimodal.errors import DataError
 from multimodal.evaluation.compare import compare
-from multimodal.evaluation.metrics import paired_difference
+from multimodal.evaluation.scoring import paired_difference
 
 CLASSES = ["a", "b", "c"]
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import write_csv
 from multimodal.data.sample import SAMPLE_DIR
 from multimodal.evaluation import calibration
-from multimodal.evaluation.metrics import (bootstrap_intervals, evaluate_predictions,
+from multimodal.evaluation.scoring import (bootstrap_intervals, evaluate_predictions,
                                            expected_calibration_error, point_metrics)
 from multimodal.evaluation.report import markdown_to_html
 from scripts_helper import run_script

@@ -51,7 +51,7 @@ def test_heads_on_pooled_features_are_the_image_model(tmp_path):
     cache = FeatureCache.open(path)
     train(_cfg(f"model.features={path}"), str(tmp_path / "run"), show_progress=False)
     # the run reuses the prepared data of the extraction: no copy of the images in the run
-    from multimodal.data.prepare import read_reference
+    from multimodal.data.store import read_reference
 
     assert not (tmp_path / "run" / "prepared").exists()
     assert read_reference(str(tmp_path / "run"))["path"] == \

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from multimodal.config import load_config
-from multimodal.data import geometry, pipeline, prepare
+from multimodal.data import geometry, pipeline, prepare, store
 from multimodal.data.metadata import MetadataEncoder
 from multimodal.data.sources import generic
 from multimodal.errors import ConfigError
@@ -126,7 +126,7 @@ def _fake_run(workdir, geometry_name, train_ratio):
     cfg = load_config(None, [f"data.geometry={geometry_name}", "data.image_size=32",
                              "modality=image", "data.augment=[]"])
     os.makedirs(workdir, exist_ok=True)
-    prepare.write_reference(str(workdir), str(workdir / "none"),
+    store.write_reference(str(workdir), str(workdir / "none"),
                             {"inputs_sha256": "0" * 64},
                             aspect_ratio={"all": train_ratio, "train": train_ratio})
     return LoadedRun(str(workdir), cfg, ["mel", "nv"], MetadataEncoder({}).fit(pd.DataFrame()),
@@ -157,7 +157,7 @@ def test_another_dataset_is_read_with_the_runs_geometry(tmp_path):
     assert _aspect_warnings(record) == []  # same aspect ratio: silent
     assert inputs.manifest["settings"]["geometry"] == "pad"
     assert inputs.manifest["settings"]["image_size"] == 32
-    assert inputs.prepared_dir.startswith(prepare.store_root())
+    assert inputs.prepared_dir.startswith(store.store_root())
     image = example_loader(run.cfg, inputs, "test", train=False)((0, 0))["image"]
     check_geometry(image.astype(np.uint8), "pad", size=32)
 
@@ -187,7 +187,7 @@ def test_runs_on_the_same_data_share_one_prepared_folder(tmp_path, monkeypatch):
     from multimodal.data.inputs import build_inputs
 
     store = tmp_path / "store"
-    monkeypatch.setenv(prepare.PREPARED_ENV, str(store))
+    monkeypatch.setenv(store.PREPARED_ENV, str(store))
     first = build_inputs(_sample_cfg(), str(tmp_path / "run1"))
     assert first.prepared_dir.startswith(str(store))
 
@@ -201,14 +201,14 @@ def test_runs_on_the_same_data_share_one_prepared_folder(tmp_path, monkeypatch):
     assert [p.name for p in store.iterdir()] == [os.path.basename(first.prepared_dir)]
     for run in ("run1", "run2"):
         assert not (tmp_path / run / "prepared").exists()
-        reference = prepare.read_reference(str(tmp_path / run))
+        reference = store.read_reference(str(tmp_path / run))
         assert reference["path"] == first.prepared_dir
         assert reference["settings"]["geometry"] == "crop"
         assert reference["aspect_ratio"]["train"] == pytest.approx(4 / 3, abs=0.01)
     # resume / evaluation find it from the run directory alone
     with monkeypatch.context() as m:
         m.setattr(prepare, "_record", no_records)
-        m.setenv(prepare.PREPARED_ENV, str(tmp_path / "elsewhere"))
+        m.setenv(store.PREPARED_ENV, str(tmp_path / "elsewhere"))
         assert build_inputs(_sample_cfg(), str(tmp_path / "run2")).prepared_dir == \
             first.prepared_dir
     # a cache: deleted, it is prepared again from the inputs, at the same place
@@ -219,7 +219,7 @@ def test_runs_on_the_same_data_share_one_prepared_folder(tmp_path, monkeypatch):
     # another geometry is another folder
     padded = build_inputs(_sample_cfg("data.geometry=pad"), str(tmp_path / "run3"))
     assert padded.prepared_dir != first.prepared_dir
-    assert json.loads((tmp_path / "run3" / prepare.REFERENCE).read_text())["settings"][
+    assert json.loads((tmp_path / "run3" / store.REFERENCE).read_text())["settings"][
         "geometry"] == "pad"
     assert not [p for p in os.listdir(store) if p.startswith(".tmp")]
 

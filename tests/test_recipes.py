@@ -2,7 +2,7 @@
 Lite2 ImageNet weights, fine-tuning, EMA and bf16 all run, the bundled sample standing in for the
 full dataset. CI has no GPU: this is its check. The CPU recipe (configs/ham10000_cpu.yaml) uses a
 subset of the same settings on Lite0 (every config loads and checks in test_config.py; the
-recipe itself runs in benchmarks/recipe.py)."""
+recipe itself runs in benchmarks/quality/recipe.py)."""
 
 from __future__ import annotations
 

@@ -20,10 +20,10 @@ from multimodal.data import pipeline, prepare, splits
 from multimodal.data.metadata import MetadataEncoder
 from multimodal.data.sources import ham10000, load_source
 from multimodal.errors import ConfigError, DataError
-from multimodal.evaluation.segmentation import bootstrap, per_image, summary
+from multimodal.evaluation.segmenter import bootstrap, per_image, summary
 from multimodal.metrics import dice_iou, mask_counts, segmentation_metrics
 from multimodal.models import ENCODERS, SEGMENTERS, create_segmenter
-from multimodal.training.segmentation import SegLossSpec, mask_loss, per_example_loss
+from multimodal.training.segmenter import SegLossSpec, mask_loss, per_example_loss
 from scripts_helper import run_script
 
 SAMPLE_UNET = ["--config", "configs/ham10000_sample_unet.yaml", "--no-progress"]

@@ -92,7 +92,7 @@ def evaluate(checkpoint, out_dir, data_config, split, *rest) -> dict:
 def multilabel(monkeypatch):
     """The task's registry lines, one per layer (undone after the test)."""
     from multimodal.evaluation import evaluate as evaluation
-    from multimodal.training import classification
+    from multimodal.training import classifier
     from multimodal.training import tasks as training_tasks
 
     monkeypatch.setitem(tasks.TASKS, NAME, tasks.Task(NAME, "labels", ("bce",),
@@ -101,7 +101,7 @@ def multilabel(monkeypatch):
     monkeypatch.setitem(training_tasks.TRAINING, NAME, training_tasks.TrainingTask(
         lambda cfg: BceSpec(), multilabel_step, validate,
         lambda r: f"epoch {r['epoch']}: val label AUC {r['val_macro_auc']:.3f}", "agreement",
-        classification.check))
+        classifier.check))
     monkeypatch.setitem(evaluation.EVALUATIONS, NAME, evaluate)
     monkeypatch.setitem(evaluation.RESULT_LINES, NAME,
                         lambda r: f"label AUC {r['metrics']['macro_auc']:.3f}")

@@ -35,7 +35,7 @@ def logistic_regression(features_dir: str, split_csv: str, classes, out_dir: str
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.preprocessing import StandardScaler
 
-    from multimodal.evaluation.metrics import evaluate_predictions
+    from multimodal.evaluation.scoring import evaluate_predictions
 
     parts = split_features(features_dir, split_csv)
     (x_train, y_train, _), (x_val, y_val, _) = parts["train"], parts["val"]

@@ -6,7 +6,7 @@ nnx.jit walks the model's Python object graph on every call; the trainer splits
 (model, optimizer) once and jits a pure function of the arrays. The gap matters
 most when the step itself is cheap: heads training on cached pooled features
 (`train.py --features`), where the encoder is in the model but never runs. Both
-columns run the same `classification.train_step` on the same batch; median of `--repeats`
+columns run the same `classifier.train_step` on the same batch; median of `--repeats`
 timings of `--steps` steps after warm-up.
 """
 
@@ -26,7 +26,7 @@ def steppers(name: str, batch: int, meta_dim: int = 20):
     from flax import nnx
 
     from multimodal.models import Classifier
-    from multimodal.training.classification import LossSpec, train_step
+    from multimodal.training.classifier import LossSpec, train_step
     from multimodal.training.trainer import Stepper
 
     def fresh():
@@ -74,7 +74,7 @@ def main():
         print(rows[-1], flush=True)
     lines = [f"# Train-step overhead: heads on cached pooled features, batch {args.batch}", "",
              f"Median of {args.repeats} timings of {args.steps} steps after warm-up; same "
-             "`classification.train_step`, image+meta concat head, AdamW.", "",
+             "`classifier.train_step`, image+meta concat head, AdamW.", "",
              "| encoder in the model | state arrays | nnx.jit ms/step | jax.jit on split state "
              "ms/step | speed-up |", "| --- | ---: | ---: | ---: | ---: |", *rows]
     path = write_result("step_overhead_cpu", "\n".join(lines), data)

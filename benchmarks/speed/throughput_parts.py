@@ -22,7 +22,7 @@ def jax_step(name, batch, size, dtype, num_devices=None, encoder_options=None):
 
     from multimodal.models import Classifier
     from multimodal.run import mesh as mesh_lib
-    from multimodal.training.classification import LossSpec
+    from multimodal.training.classifier import LossSpec
     from multimodal.training.trainer import Stepper
 
     compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32

@@ -16,7 +16,7 @@ import numpy as np
 
 from multimodal import tasks
 from multimodal.config import Config
-from multimodal.data import geometry, pipeline, prepare
+from multimodal.data import geometry, pipeline, prepare, store
 from multimodal.data.augment import OPS, parse_ops
 from multimodal.data.build import load_table, resolve_split
 from multimodal.data.metadata import MetadataEncoder
@@ -99,21 +99,21 @@ def build_inputs(cfg: Config, workdir: str, meta_encoder=None, normalizer=None) 
 
 def prepared_data(cfg: Config, workdir: str, table, split, column: str, hashes) -> str:
     """The prepared folder of a run's inputs, prepared when missing; recorded in the run
-    directory (`prepare.REFERENCE`) with the data's median aspect ratios.
+    directory (`store.REFERENCE`) with the data's median aspect ratios.
 
     `data.prepared_dir` names one fixed folder (refused when prepared from other inputs);
-    otherwise the shared store holds one folder per distinct input (prepare.prepare_shared),
+    otherwise the shared store holds one folder per distinct input (store.prepare_shared),
     so runs on the same data share it (the folder the run recorded is tried first).
     """
     first = jax.process_index() == 0
     settings = {"image_size": cfg.data.image_size, "column": column, "hashes": hashes,
                 "geometry": cfg.data.geometry, "on_missing": cfg.data.on_missing}
-    reference = prepare.read_reference(workdir)
+    reference = store.read_reference(workdir)
     if cfg.data.prepared_dir:
         path = cfg.data.prepared_dir
         manifest = prepare.prepare(table, split, path, **settings) if first else None
     else:
-        path, manifest = prepare.prepare_shared(
+        path, manifest = store.prepare_shared(
             table, split, known=[reference["path"]] if reference else [], build=first,
             **settings)
     if first:
@@ -121,7 +121,7 @@ def prepared_data(cfg: Config, workdir: str, table, split, column: str, hashes) 
         same = bool(reference) and reference.get("inputs_sha256") == manifest["inputs_sha256"]
         aspect = reference.get("aspect_ratio") if same else None
         if aspect is None or reference.get("path") != os.path.abspath(path):
-            prepare.write_reference(workdir, path, manifest, aspect_ratio=aspect or
+            store.write_reference(workdir, path, manifest, aspect_ratio=aspect or
                                     median_aspect_ratios(table, split, column))
     if jax.process_count() > 1:  # the other hosts read what the first one prepared
         multihost_utils.sync_global_devices("multimodal: prepared data")

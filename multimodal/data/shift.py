@@ -14,7 +14,7 @@ copy holds a spread of devices, not one fixed filter:
     jpeg           re-encoded as JPEG at quality 15-40 (block artefacts, colour bleeding)
 
 A corruption benchmark with severities (`severity=1..5`, scripts/shift_testset.py
---severity, benchmarks/shift_severity.py). Each family has one parameter per level, fixed
+--severity, benchmarks/quality/shift_severity.py). Each family has one parameter per level, fixed
 here before any model was evaluated on it (`SEVERITY`). Where the family exists in
 MedMNIST-C (Di Salvo et al. 2024, its DermaMNIST levels: the dermatology ones) or
 ImageNet-C (Hendrycks & Dietterich 2019), its levels are taken from there; the others are

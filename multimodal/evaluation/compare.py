@@ -16,7 +16,7 @@ import pandas as pd
 from multimodal.data.table import parse_csv
 from multimodal.errors import DataError
 from multimodal.evaluation.context import arrays
-from multimodal.evaluation.metrics import paired_difference
+from multimodal.evaluation.scoring import paired_difference
 
 METRICS = ("balanced_accuracy", "macro_auc", "accuracy")
 MIN_SHARED = 0.5  # the share of each evaluation's rows the other must score too

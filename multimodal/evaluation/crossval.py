@@ -10,7 +10,7 @@ import numpy as np
 
 from multimodal.evaluation.compare import classes_of, read_predictions
 from multimodal.evaluation.context import arrays
-from multimodal.evaluation.metrics import evaluate_predictions, point_metrics
+from multimodal.evaluation.scoring import evaluate_predictions, point_metrics
 
 
 def summarise_cv(workdir: str, n_boot: int = 1000, extra: dict | None = None) -> dict:

@@ -15,7 +15,7 @@ from multimodal.evaluation.adapt import CLASS_MIX_NOTE, adapt_batchnorm, check_t
 from multimodal.evaluation.context import Context, Options
 from multimodal.evaluation.evaluators import EVALUATORS
 from multimodal.evaluation.report import evaluation_markdown, write_report
-from multimodal.evaluation.segmentation import evaluate_segmentation
+from multimodal.evaluation.segmenter import evaluate_segmentation
 from multimodal.run import (external_inputs, load_run, load_run_config, predict_split,
                             run_cache, run_inputs)
 

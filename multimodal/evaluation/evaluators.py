@@ -12,7 +12,7 @@ import numpy as np
 
 from multimodal.evaluation import calibration, plots
 from multimodal.evaluation.context import Context, Output
-from multimodal.evaluation.metrics import (confusion_matrix, evaluate_predictions,
+from multimodal.evaluation.scoring import (confusion_matrix, evaluate_predictions,
                                            paired_difference, per_class, point_metrics)
 from multimodal.evaluation.report import metrics_markdown, per_class_markdown
 from multimodal.evaluation.saliency import confident_errors, error_gallery

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from multimodal.evaluation.metrics import point_metrics
+from multimodal.evaluation.scoring import point_metrics
 
 SUBGROUP_COLUMNS = ("sex", "age_band", "localization", "fitzpatrick", "view")
 AGE_BANDS = [0, 30, 45, 60, 75, 200]

@@ -134,7 +134,7 @@ class EfficientNetLite(nnx.Module):
 
     def folded(self) -> EfficientNetLite:
         """An inference-only copy with every BatchNorm folded into its convolution's kernel:
-        faster on CPU (benchmarks/feature_extraction.py); feature extraction uses it.
+        faster on CPU (benchmarks/speed/feature_extraction.py); feature extraction uses it.
 
         BN(conv(x, W)) = conv(x, W * s) + (beta - mean * s), s = gamma / sqrt(var + eps),
         per output channel (the kernels' last axis, depthwise ones included).

@@ -42,8 +42,8 @@ def conv_or_matmul(lhs, rhs, window_strides, padding, *, lhs_dilation=None, rhs_
     becomes a strided slice and a matmul over channels. Same values (tested); its backward pass
     is then two matmuls, where XLA's CPU backend ran both gradients as general convolutions.
     ResNet-50's bottlenecks and Lite0's expand and project layers are 1x1: their CPU training
-    step is 1.51x and 1.12x faster (benchmarks/results/cpu_step_pointwise.md). Larger kernels
-    stay XLA convolutions; where their output is large, their kernel gradient is a matmul per
+    step is 1.51x and 1.12x faster (benchmarks/results/cpu_step_ledger.md, run
+    cpu_step_pointwise). Larger kernels stay XLA convolutions; where their output is large, their kernel gradient is a matmul per
     image and tap (`conv_taps_backward`)."""
     simple = (lhs.ndim == 4 and feature_group_count == 1
               and kwargs.get("batch_group_count", 1) == 1
@@ -79,7 +79,7 @@ def pointwise(x, w):
     ResNet-50 step (128 px, batch 32, traced). Here the narrower operand is transposed alone (the
     barrier keeps XLA from folding the transpose back into the dot): transposes 1.05 -> 0.55 s
     (benchmarks/results/profile_step_resnet50*.md); the step 1.08-1.38x faster (ResNet-50 and
-    Lite0, 128 and 224 px, benchmarks/results/cpu_step_backward_*.md)."""
+    Lite0, 128 and 224 px, benchmarks/results/cpu_step_ledger.md, runs cpu_step_backward_*)."""
     return jax.lax.dot_general(x, w, (((3,), (0,)), ((), ())))
 
 
@@ -277,10 +277,10 @@ class DepthwiseConv(nnx.Module):
 
     impl='shift' writes it as k*k shifted multiply-adds, which XLA fuses into one
     loop; on CPU this is many times faster than XLA's grouped convolution
-    (impl='grouped', `feature_group_count=C`; benchmarks/feature_extraction.py), and its
+    (impl='grouped', `feature_group_count=C`; benchmarks/speed/feature_extraction.py), and its
     backward pass is written by hand (`shift_depthwise`). impl='shift_autodiff' is the same
     forward with JAX's own backward, kept to measure against
-    (benchmarks/cpu_step_attempts.py). All three give the same values and gradients (tested).
+    (benchmarks/speed/cpu_step_attempts.py). All three give the same values and gradients (tested).
     """
 
     def __init__(self, channels: int, kernel: int = 3, stride: int = 1, *, use_bias=False,

@@ -11,7 +11,7 @@ import os
 import pandas as pd
 
 from multimodal.config import Config, load_config
-from multimodal.data import geometry, pipeline, prepare
+from multimodal.data import geometry, pipeline, prepare, store
 from multimodal.data.build import load_table
 from multimodal.data.inputs import Inputs, build_inputs
 from multimodal.data.metadata import MetadataEncoder
@@ -81,7 +81,7 @@ def external_inputs(run: LoadedRun, data_config: str, cache_dir: str | None = No
     table.classes = tuple(run.classes)
     split = table.frame[["image_id", "group_id", "label"]].assign(split="test")
     shape = run.cfg.data.geometry
-    trained = (prepare.read_reference(run.workdir) or {}).get("aspect_ratio") or {}
+    trained = (store.read_reference(run.workdir) or {}).get("aspect_ratio") or {}
     geometry.check_aspect(trained.get("train", trained.get("all")),
                           geometry.median_aspect(table.frame["image_path"]), shape,
                           f"{data_config} (evaluating {run.workdir})")
@@ -105,7 +105,7 @@ def _test_inputs(run: LoadedRun, table, split, cache_dir, on_missing) -> Inputs:
         prepare.prepare(table, split, cache_dir, size, overwrite=True,
                         on_missing=on_missing, geometry=shape)
     else:
-        cache_dir, _ = prepare.prepare_shared(table, split, size, geometry=shape,
+        cache_dir, _ = store.prepare_shared(table, split, size, geometry=shape,
                                               on_missing=on_missing)
     manifest = prepare.read_manifest(cache_dir)
     source = prepare.open_split(cache_dir, "test")

@@ -82,7 +82,7 @@ def predict_masks(model, dataset, mesh, tta: bool = False, loss=None,
 
     Returns {"pred": bool [N, H, W], "target": bool [N, H, W] (all False for a dataset
     without masks), "loss": [N] (zeros without `loss` or masks; `loss(logits, target)` -> [B], a
-    hashable static argument such as training.segmentation.SegLossSpec), "image_id": list (single
+    hashable static argument such as training.segmenter.SegLossSpec), "image_id": list (single
     host only)}; `tta`: the mean probability of the four flips. `progress`: the label of a
     progress bar (terminals only).
     """
@@ -95,10 +95,10 @@ def predict_masks(model, dataset, mesh, tta: bool = False, loss=None,
         out = (*_predict(model, sharded, tta, loss), sharded["mask"])
         if jax.process_count() > 1:
             out = tuple(multihost_utils.process_allgather(x, tiled=True) for x in out)
-        pred, target, loss, mask = (np.asarray(x) for x in out)
+        pred, target, batch_loss, mask = (np.asarray(x) for x in out)
         preds.append(pred)
         targets.append(target)
-        losses.append(loss)
+        losses.append(batch_loss)
         masks.append(mask > 0)
         ids += list(batch["image_id"])
     keep = np.concatenate(masks)

@@ -9,7 +9,7 @@ from typing import Callable, NamedTuple
 from multimodal import tasks
 from multimodal.config import Config
 from multimodal.errors import ConfigError
-from multimodal.training import classification, segmentation
+from multimodal.training import classifier, segmenter
 
 
 class TrainingTask(NamedTuple):
@@ -37,12 +37,12 @@ def training_task(cfg: Config) -> TrainingTask:
 
 
 def _segmentation_validate(cfg, model, val_data, mesh, val_labels, features_from=None):
-    return segmentation.validate(model, val_data, mesh, segmentation.SegLossSpec.of(cfg))
+    return segmenter.validate(model, val_data, mesh, segmenter.SegLossSpec.of(cfg))
 
 
 register("classification", TrainingTask(
-    classification.LossSpec.of, classification.train_step, classification.validate,
-    classification.epoch_line, "accuracy", classification.check))
+    classifier.LossSpec.of, classifier.train_step, classifier.validate,
+    classifier.epoch_line, "accuracy", classifier.check))
 register("segmentation", TrainingTask(
-    segmentation.SegLossSpec.of, segmentation.train_step, _segmentation_validate,
-    segmentation.epoch_line, "dice", segmentation.check))
+    segmenter.SegLossSpec.of, segmenter.train_step, _segmentation_validate,
+    segmenter.epoch_line, "dice", segmenter.check))

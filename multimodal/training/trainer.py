@@ -28,7 +28,7 @@ from multimodal.run.checkpoint import RunCheckpoints, use_weights
 from multimodal.run.features import FeatureCache
 from multimodal.run.files import write_history, write_run_files, write_summary
 from multimodal.run.layout import CURVES, path
-from multimodal.training import classification, losses
+from multimodal.training import classifier, losses
 from multimodal.training.curves import plot_curves
 from multimodal.training.logs import Board
 from multimodal.training.optim import ema_weights, make_optimizer
@@ -48,13 +48,13 @@ class Stepper:
 
     nnx.jit walks the Python object graph on every call: about 40 ms a step for a
     Lite0-sized model on CPU, most of a step when heads train on cached features
-    (benchmarks/step_overhead.py). Splitting once leaves jax.jit only the arrays to pass;
+    (benchmarks/speed/step_overhead.py). Splitting once leaves jax.jit only the arrays to pass;
     `sync` writes them back into the objects before anything else reads them.
     """
 
     def __init__(self, model, optimizer, features_from=None, step=None):
         self.model, self.optimizer, self.features_from = model, optimizer, features_from
-        self.step = step or classification.train_step
+        self.step = step or classifier.train_step
         self.graphdef, self.state = nnx.split((model, optimizer))
 
     def __call__(self, spec, batch, key, class_w):

@@ -71,7 +71,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    encoder: str = "small_cnn"
+    encoder: str = "small_cnn"  # the image encoder of a classifier (ENCODERS)
+    # the mask model of task: segmentation (SEGMENTERS, e.g. unet); configs and runs written
+    # before this key named it as model.encoder, which still loads (see _check_task)
+    segmenter: str | None = None
     encoder_options: dict = field(default_factory=dict)
     pretrained: str | None = None  # ImageNet weights: efficientnet_lite0 | a Keras Xception file
     features: str | None = None  # a feature cache (scripts/extract_features.py) in place of images
@@ -352,6 +355,8 @@ def _check_task(cfg: Config) -> None:
                               f"--set {key}={allowed[-1] if key == 'train.loss' else allowed[0]}")
     if task.images_only:
         cfg.modality = "image"
+    if task.output == "masks" and cfg.model.segmenter is None:
+        cfg.model.segmenter = cfg.model.encoder  # the older spelling: model.encoder: unet
 
 
 def config_from_cli(path: str | None, overrides=(), smoke: bool = False,

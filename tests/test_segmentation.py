@@ -316,10 +316,18 @@ def test_a_classification_encoder_is_refused_before_any_work(tmp_path):
     from multimodal.run.mesh import make_mesh
     from multimodal.training.trainer import check_before_work
 
-    cfg = load_config("configs/ham10000_sample_unet.yaml", ["model.encoder=small_cnn"])
+    # the older spelling (model.encoder: unet, as runs before model.segmenter saved it) loads;
+    # an encoder beside a segmenter would be ignored, so it is refused
+    old = load_config(None, ["task=segmentation", "model.encoder=unet", "train.loss=bce_dice",
+                             "train.early_stop_metric=dice"])
+    assert old.model.segmenter == "unet"
+    cfg = load_config("configs/ham10000_sample_unet.yaml", ["model.encoder=resnet18"])
+    with pytest.raises(ConfigError, match="names its model in model.segmenter"):
+        check_before_work(cfg, str(tmp_path / "run"), False, make_mesh())
+    cfg = load_config("configs/ham10000_sample_unet.yaml", ["model.segmenter=small_cnn"])
     with pytest.raises(ConfigError, match="'small_cnn' is not a segmentation model"):
         check_before_work(cfg, str(tmp_path / "run"), False, make_mesh())
     cfg = load_config("configs/ham10000_sample_unet.yaml", ["model.pretrained=efficientnet_lite0"])
-    with pytest.raises(ConfigError, match="fit the encoder of model.encoder=unet_efficientnet_lite0"):
+    with pytest.raises(ConfigError, match="fit the encoder of model.segmenter=unet_efficientnet_lite0"):
         check_before_work(cfg, str(tmp_path / "run"), False, make_mesh())
     assert not (tmp_path / "run").exists()

@@ -42,25 +42,30 @@ def build_model(model_cfg, modality: str, num_classes: int, meta_dim: int, seed:
 
 
 def check_segmenter(model_cfg) -> None:
-    """Refuse, before any work, a `model.encoder` that is no segmentation model, or
+    """Refuse, before any work, a `model.segmenter` that is no segmentation model, or
     `model.pretrained` weights its family cannot load."""
-    entry = segmenter_info(model_cfg.encoder)
+    name_ = model_cfg.segmenter or model_cfg.encoder
+    if model_cfg.encoder not in (type(model_cfg)().encoder, name_):  # would be ignored
+        raise ConfigError(f"model.encoder={model_cfg.encoder} is a classifier's encoder; a "
+                          f"segmentation config names its model in model.segmenter ({name_})",
+                          f"--set model.segmenter={model_cfg.encoder}")
+    entry = segmenter_info(name_)
     name, weights = model_cfg.pretrained, entry.family.weights
     if name and not model_cfg.features:
         if weights is None or not weights.claims(name):
             raise ConfigError(f"model.pretrained: no weights named {name!r} for "
-                              f"{model_cfg.encoder}; " + (f"the {entry.family.name} family "
+                              f"{name_}; " + (f"the {entry.family.name} family "
                               f"accepts {weights.accepts}" if weights else "it has none"))
-        weights.check(name, model_cfg.encoder)
+        weights.check(name, name_)
     if model_cfg.features:
         raise ConfigError("model.features: segmentation trains on images, not a feature cache",
                           "drop --features / model.features")
 
 
 def build_segmenter(model_cfg, seed: int = 0):
-    """The segmentation model a config describes (`model.encoder` names it in SEGMENTERS,
+    """The segmentation model a config describes (`model.segmenter` names it in SEGMENTERS,
     `model.encoder_options` its options); `model.pretrained` loads its encoder's weights."""
-    entry = segmenter_info(model_cfg.encoder)
+    entry = segmenter_info(model_cfg.segmenter or model_cfg.encoder)
     model = entry(dtype=jnp.bfloat16 if model_cfg.dtype == "bfloat16" else jnp.float32,
                   rngs=nnx.Rngs(seed), **model_cfg.encoder_options)
     if model_cfg.pretrained:

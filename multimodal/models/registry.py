@@ -183,10 +183,10 @@ def create_encoder(name: str, **kwargs):
 
 
 def segmenter_info(name: str) -> EncoderEntry:
-    """The registry entry of segmentation model `name` (`model.encoder` of a segmentation
+    """The registry entry of segmentation model `name` (`model.segmenter` of a segmentation
     config)."""
     if name not in SEGMENTERS:
-        raise ConfigError(f"model.encoder: {name!r} is not a segmentation model; known: "
+        raise ConfigError(f"model.segmenter: {name!r} is not a segmentation model; known: "
                           f"{sorted(SEGMENTERS)}", "task: segmentation trains one of these")
     return SEGMENTERS[name]
 

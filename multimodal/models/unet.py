@@ -164,7 +164,7 @@ def _lite_name(name: str) -> bool:
 def _check_lite(name: str, segmenter: str) -> None:
     if segmenter != f"unet_{name}":
         raise ConfigError(f"model.pretrained: {name} weights fit the encoder of "
-                          f"model.encoder=unet_{name}, not {segmenter}")
+                          f"model.segmenter=unet_{name}, not {segmenter}")
 
 
 def _load_lite(model: UNet, name: str) -> list[str]:

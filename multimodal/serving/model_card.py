@@ -168,7 +168,8 @@ def _details(run_dir, train_dir, cfg, manifest, occasion) -> list[str]:
         m = cfg.model
         fusion = m.fusion if cfg.modality == "image+meta" else "none (one modality)"
         out += [f"- Task: {cfg.task}",
-                f"- Architecture: image encoder `{m.encoder}`"
+                (f"- Architecture: segmentation model `{m.segmenter}`" if m.segmenter else
+                 f"- Architecture: image encoder `{m.encoder}`")
                 + (f" (options {m.encoder_options})" if m.encoder_options else "")
                 + (f", ImageNet weights `{m.pretrained}`" if m.pretrained else
                    ", trained from scratch (no pretrained weights)")

@@ -75,6 +75,8 @@ class ModelConfig:
     # the mask model of task: segmentation (SEGMENTERS, e.g. unet); configs and runs written
     # before this key named it as model.encoder, which still loads (see _check_task)
     segmenter: str | None = None
+    init_from: str | None = None  # another run to start from (run/init.py: what is loaded)
+    init_normalizer: str = "own"  # own: fitted on this run's data | source: init_from's
     encoder_options: dict = field(default_factory=dict)
     pretrained: str | None = None  # ImageNet weights: efficientnet_lite0 | a Keras Xception file
     features: str | None = None  # a feature cache (scripts/extract_features.py) in place of images
@@ -142,6 +144,7 @@ CHOICES = {
     "data.normalize": ("dataset", "imagenet", "minus1_1"),
     "data.resample": (None, "random", "smote", "adasyn"),
     "model.fusion": FUSIONS,
+    "model.init_normalizer": ("own", "source"),
     "model.dtype": ("float32", "bfloat16"),
     "train.optimizer": ("adam", "adamw", "sgd", "rmsprop", "nadam"),
     "train.schedule": ("cosine", "constant", "step", "plateau"),

@@ -16,6 +16,7 @@ from multimodal.evaluation.context import Context, Options
 from multimodal.evaluation.evaluators import EVALUATORS
 from multimodal.evaluation.report import evaluation_markdown, write_report
 from multimodal.evaluation.segmenter import evaluate_segmentation
+from multimodal.run.init import describe as describe_start, read_record as read_start
 from multimodal.run import (external_inputs, load_run, load_run_config, predict_split,
                             run_cache, run_inputs)
 
@@ -162,6 +163,9 @@ def _run_context(checkpoint, out_dir, data_config, split, tta, options, override
             "modality": run.cfg.modality,
             "calibration_rows": "the run's own validation split (its best checkpoint was "
                                 "chosen on these rows)"}
+    started = describe_start(read_start(run.workdir))
+    if started:
+        info["init_from"] = started
     if adapted is not None:
         info["adapted_batchnorm"] = adapted
     return Context(preds, val_preds, run.classes, inputs.table_frame, out_dir, info, options,

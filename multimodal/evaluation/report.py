@@ -47,6 +47,8 @@ def evaluation_markdown(ctx, outputs) -> str:
              f"`{info['modality']}`), data: {info['data']}, split `{info['split']}`, "
              f"TTA {'on' if info['tta'] else 'off'}: {len(ctx.preds)} images of "
              f"{ctx.n_groups} groups.", ""]
+    if info.get("init_from"):
+        lines += [f"The run {info['init_from']}.", ""]
     if ctx.shared_rows:
         lines += ["**Calibration on the same rows:** temperature scaling and the operating "
                   "point below were fitted on the rows they are reported on "

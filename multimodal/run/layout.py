@@ -15,6 +15,7 @@ come from data/splits.py and data/store.py)
     curves.png               training curves
     checkpoints/{latest,best}/<step>/   Orbax: model, optimizer, progress
     oof_predictions.csv      a CV fold's predictions of its held-out fold (ensemble/cv.py)
+    init_from.json           where a run started (model.init_from: run/init.py)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ SUMMARY = "summary.json"
 CURVES = "curves.png"
 CHECKPOINTS = "checkpoints"
 OOF_PREDICTIONS = "oof_predictions.csv"
+INIT_FROM = "init_from.json"
 
 # what loading a run needs (the rest is history or checkpoints)
 RUN_FILES = (CONFIG, CLASSES, ENCODER, NORMALIZER)

@@ -27,6 +27,7 @@ from multimodal.run import mesh as mesh_lib
 from multimodal.run.checkpoint import RunCheckpoints, use_weights
 from multimodal.run.features import FeatureCache
 from multimodal.run.files import write_history, write_run_files, write_summary
+from multimodal.run.init import check_source, init_from_run, source_normalizer, write_record
 from multimodal.run.layout import CURVES, path
 from multimodal.training import classifier, losses
 from multimodal.training.curves import plot_curves
@@ -109,6 +110,7 @@ def check_before_work(cfg: Config, workdir: str, resume: bool, mesh) -> None:
     """Everything that can be refused without reading data: names, the batch over the
     devices, and whether `workdir` holds (or, for --resume, lacks) a run."""
     training_task(cfg).check(cfg)
+    check_source(cfg)
     parse_ops(cfg.data.augment)
     n = mesh.devices.size
     if cfg.data.batch_size % n or cfg.data.batch_size % jax.process_count():
@@ -140,7 +142,8 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
     if cfg.model.features and cfg.uses_image:  # heads on cached encoder features
         cache = FeatureCache.open(cfg.model.features)
         cfg = cache.configure(cfg)
-    inputs = build_inputs(cfg, workdir, normalizer=cache.normalizer if cache else None)
+    inputs = build_inputs(cfg, workdir, normalizer=cache.normalizer if cache else
+                          source_normalizer(cfg))
 
     def loader(split, train):
         features = cache.for_split(inputs, split, train) if cache else None
@@ -167,6 +170,8 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
                                      jax.process_count(), cfg.data.workers)
 
     model = build_for_task(cfg, n_classes, inputs.meta_encoder.dim)
+    if cfg.model.init_from and not resume:  # a resumed run's checkpoint holds its weights
+        write_record(workdir, init_from_run(model, cfg, inputs.classes, inputs.meta_encoder))
     features_from = cache.features_from if cache else None  # cached rows stand in for images
     if cache:
         cache.check_encoder(model.encoder)

@@ -186,10 +186,10 @@ def _sample_cfg(*overrides):
 def test_runs_on_the_same_data_share_one_prepared_folder(tmp_path, monkeypatch):
     from multimodal.data.inputs import build_inputs
 
-    store = tmp_path / "store"
-    monkeypatch.setenv(store.PREPARED_ENV, str(store))
+    store_dir = tmp_path / "store"
+    monkeypatch.setenv(store.PREPARED_ENV, str(store_dir))
     first = build_inputs(_sample_cfg(), str(tmp_path / "run1"))
-    assert first.prepared_dir.startswith(str(store))
+    assert first.prepared_dir.startswith(str(store_dir))
 
     def no_records(*args, **kwargs):
         raise AssertionError("the second run wrote an image record")
@@ -198,7 +198,7 @@ def test_runs_on_the_same_data_share_one_prepared_folder(tmp_path, monkeypatch):
         m.setattr(prepare, "_record", no_records)
         second = build_inputs(_sample_cfg(), str(tmp_path / "run2"))
     assert second.prepared_dir == first.prepared_dir
-    assert [p.name for p in store.iterdir()] == [os.path.basename(first.prepared_dir)]
+    assert [p.name for p in store_dir.iterdir()] == [os.path.basename(first.prepared_dir)]
     for run in ("run1", "run2"):
         assert not (tmp_path / run / "prepared").exists()
         reference = store.read_reference(str(tmp_path / run))
@@ -221,7 +221,7 @@ def test_runs_on_the_same_data_share_one_prepared_folder(tmp_path, monkeypatch):
     assert padded.prepared_dir != first.prepared_dir
     assert json.loads((tmp_path / "run3" / store.REFERENCE).read_text())["settings"][
         "geometry"] == "pad"
-    assert not [p for p in os.listdir(store) if p.startswith(".tmp")]
+    assert not [p for p in os.listdir(store_dir) if p.startswith(".tmp")]
 
 
 # --- rectangles: data.image_size = [height, width] ---

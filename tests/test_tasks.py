@@ -72,14 +72,13 @@ def evaluate(checkpoint, out_dir, data_config, split, *rest) -> dict:
     from multimodal.data import pipeline
     from multimodal.data.inputs import example_loader
     from multimodal.run import load_run, run_inputs
-    from multimodal.run import mesh as mesh_lib
-    from multimodal.run.predict import predict_logits
+    from multimodal.run.predict import on_mesh, predict_logits
 
     run = load_run(checkpoint)
     inputs = run_inputs(run)
     data = pipeline.eval_dataset(example_loader(run.cfg, inputs, split, False),
                                  run.cfg.data.batch_size)
-    logits, _ = predict_logits(run.model, data, mesh_lib.make_mesh())
+    logits, _ = predict_logits(run.model, data, on_mesh(run.model))
     result = {"task": NAME, "split": split, "n_examples": int(len(logits)),
               "metrics": label_metrics(inputs.labels(split), logits)}
     os.makedirs(out_dir, exist_ok=True)

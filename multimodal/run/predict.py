@@ -60,6 +60,13 @@ def predict_logits(model, dataset, mesh, tta: bool = False, progress: str | None
     return np.concatenate(logits)[keep], ids
 
 
+def on_mesh(model, num_devices: int | None = None):
+    """The device mesh, with `model`'s state replicated over it (what predicting needs)."""
+    mesh = mesh_lib.make_mesh(num_devices)
+    nnx.update(model, jax.device_put(nnx.state(model), mesh_lib.replicated(mesh)))
+    return mesh
+
+
 @nnx.jit(static_argnums=(2, 3))
 def _predict(model, batch, flips: bool, loss):
     image = batch["image"]
@@ -119,8 +126,7 @@ def predict_split(run, inputs: Inputs, split: str, tta: bool = False,
         raise RunError(f"{run.workdir} is a {run.cfg.task} run: it predicts "
                        f"{tasks.get(run.cfg.task).output}, not classes",
                        "use a classification run here (masks: predict_split_masks)")
-    mesh = mesh_lib.make_mesh()
-    nnx.update(run.model, jax.device_put(nnx.state(run.model), mesh_lib.replicated(mesh)))
+    mesh = on_mesh(run.model)
     batch = batch_size or run.cfg.data.batch_size
     batch = max(mesh.devices.size, batch - batch % mesh.devices.size)
     cached = features.for_split(inputs, split, train=False) if features is not None else None
@@ -149,8 +155,7 @@ def predict_split_masks(run, inputs: Inputs, split: str, tta: bool = False,
     geometry (thresholded at 0.5; `tta`: mean probability of the four flips)."""
     if tasks.get(run.cfg.task).output != "masks":
         raise RunError(f"{run.workdir} is a {run.cfg.task} run: it predicts no masks")
-    mesh = mesh_lib.make_mesh()
-    nnx.update(run.model, jax.device_put(nnx.state(run.model), mesh_lib.replicated(mesh)))
+    mesh = on_mesh(run.model)
     batch = batch_size or run.cfg.data.batch_size
     batch = max(mesh.devices.size, batch - batch % mesh.devices.size)
     data = pipeline.eval_dataset(example_loader(run.cfg, inputs, split, False), batch)

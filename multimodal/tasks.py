@@ -40,6 +40,15 @@ def get(name: str) -> Task:
     return TASKS[name]
 
 
+def part(table: dict, name: str, where: str):
+    """A layer's part of the task table for task `name` (`where`: the table, for the
+    message); a task registered here without that part is a ConfigError."""
+    name = get(name).name
+    if name not in table:
+        raise ConfigError(f"task {name!r} has no entry in {where}")
+    return table[name]
+
+
 CLASSIFICATION = register(Task(
     "classification", "classes", ("cross_entropy", "focal"),
     ("balanced_accuracy", "macro_auc", "accuracy", "weighted_f1")))

@@ -84,15 +84,12 @@ def main(argv=None) -> int:
     claim_output(args.workdir, "cross-validation", protected=dataset_folders(cfg.data))
     oof = run_cv(cfg, args.workdir, train, args.folds, args.seed, args.score_test,
                  show_progress=not args.no_progress, only=args.only_folds)
+    record_entries(args.workdir, "cross-validation",
+                   [e for e in os.listdir(args.workdir) if e in CV_ENTRIES or e.startswith("fold_")])
     if args.only_folds is not None:
-        record_entries(args.workdir, "cross-validation",
-                       [e for e in os.listdir(args.workdir)
-                        if e in CV_ENTRIES or e.startswith("fold_")])
         print(screen_line(oof))
         return 0
     summary = summarise_cv(args.workdir, extra={"name": cfg.name, "modality": cfg.modality})
-    record_entries(args.workdir, "cross-validation",
-                   [e for e in os.listdir(args.workdir) if e in CV_ENTRIES or e.startswith("fold_")])
     print(summary_line(summary))
     print(f"-> {args.workdir}/oof (compare two: scripts/compare.py A/oof B/oof)")
     return 0

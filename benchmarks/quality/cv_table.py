@@ -24,15 +24,24 @@ def _cell(m) -> str:
     return f"{m['value']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
+def run_minutes(run: str) -> float:
+    """A finished run's wall minutes: config.yaml written to summary.json written."""
+    return (os.path.getmtime(os.path.join(run, "summary.json")) -
+            os.path.getmtime(os.path.join(run, "config.yaml"))) / 60
+
+
 def fold_minutes(cv_dir: str) -> list[float]:
-    out = []
-    for name in sorted(os.listdir(cv_dir)):
-        run = os.path.join(cv_dir, name)
-        done = os.path.join(run, "summary.json")
-        if name.startswith("fold_") and os.path.exists(done):
-            out.append((os.path.getmtime(done) -
-                        os.path.getmtime(os.path.join(run, "config.yaml"))) / 60)
-    return out
+    return [run_minutes(os.path.join(cv_dir, name)) for name in sorted(os.listdir(cv_dir))
+            if name.startswith("fold_") and
+            os.path.exists(os.path.join(cv_dir, name, "summary.json"))]
+
+
+def write_table(args, text: list[str], data: dict) -> None:
+    """The result file: `text`, then the commands that made the folders (--made-by)."""
+    if args.made_by:
+        text = [*text, "Made by:", "", *[f"- `{c}`" for c in args.made_by]]
+    kwargs = {"folder": args.results} if args.results else {}
+    print(write_result(args.name, "\n".join(text), data, **kwargs))
 
 
 def cv_rows(cv_dirs) -> tuple[list[str], dict]:
@@ -80,10 +89,7 @@ def main(argv=None) -> int:
                      f.read()]
         with open(os.path.join(args.stack, "systems.json")) as f:
             data["stack"] = json.load(f)
-    if args.made_by:
-        text += ["Made by:", "", *[f"- `{c}`" for c in args.made_by]]
-    kwargs = {"folder": args.results} if args.results else {}
-    print(write_result(args.name, "\n".join(text), data, **kwargs))
+    write_table(args, text, data)
     return 0
 
 

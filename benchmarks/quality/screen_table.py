@@ -12,10 +12,10 @@ the data and the CV seed), so the comparison is paired. Reads only the folders' 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
-from benchmarks.common import cell, points, write_result
+from benchmarks.common import cell, points
+from benchmarks.quality.cv_table import run_minutes, write_table
 
 
 def _setting(run_dir: str) -> str:
@@ -26,11 +26,6 @@ def _setting(run_dir: str) -> str:
         cfg = yaml.safe_load(f)
     return (f"image_size {cfg['data']['image_size']}, geometry {cfg['data']['geometry']}, "
             f"{cfg['train']['epochs']} epochs, {cfg['modality']}")
-
-
-def _minutes(run_dir: str) -> float:
-    return (os.path.getmtime(os.path.join(run_dir, "summary.json")) -
-            os.path.getmtime(os.path.join(run_dir, "config.yaml"))) / 60
 
 
 def main(argv=None) -> int:
@@ -51,8 +46,8 @@ def main(argv=None) -> int:
     fold = f"fold_{args.fold}"
     ref_dir = os.path.join(args.reference, fold)
     ref = read_predictions(os.path.join(ref_dir, "oof_predictions.csv"))
-    lines = [f"| system | held-out rows | balanced accuracy [95% CI] | macro AUC | difference to "
-             f"the reference, points [paired 95% CI] | AUC difference | wall minutes |",
+    lines = ["| system | held-out rows | balanced accuracy [95% CI] | macro AUC | difference to "
+             "the reference, points [paired 95% CI] | AUC difference | wall minutes |",
              "| --- | ---: | --- | --- | --- | --- | ---: |"]
     data = {"reference": args.reference, "fold": args.fold, "screens": {}}
     first = True
@@ -70,19 +65,16 @@ def main(argv=None) -> int:
         auc_diff = "" if first else f"{auc['difference']:+.3f}"
         lines.append(f"| {_setting(run_dir)} (`{folder}`) | {result['rows']} | "
                      f"{cell(own['value'], own['ci95'])} | {auc['b']:.3f} | {diff} | "
-                     f"{auc_diff} | {_minutes(run_dir):.0f} |")
+                     f"{auc_diff} | {run_minutes(run_dir):.0f} |")
         data["screens"][folder] = {"setting": _setting(run_dir), "comparison": result,
-                                   "minutes": _minutes(run_dir)}
+                                   "minutes": run_minutes(run_dir)}
         first = False
     text = [f"# Screens on fold {args.fold} of the same grouped folds (the test split untouched)",
             "", f"Each row trained on the other folds (less an inner grouped tenth that picks "
             f"its checkpoint) and predicted fold {args.fold}; differences are paired on those "
             "rows, lesions resampled. Wall minutes are the fold run's own, on 2 cores shared "
             "with other work: read them as rough.", "", *lines, ""]
-    if args.made_by:
-        text += ["Made by:", "", *[f"- `{c}`" for c in args.made_by]]
-    kwargs = {"folder": args.results} if args.results else {}
-    print(write_result(args.name, "\n".join(text), data, **kwargs))
+    write_table(args, text, data)
     return 0
 
 

@@ -90,9 +90,6 @@ def cover(image: Image.Image, size, resample=None) -> Image.Image:
     return _resize(image, (max(w, round(iw * scale)), max(h, round(ih * scale))), resample)
 
 
-short_side = cover  # the square case's older name
-
-
 def letterbox(image: Image.Image, size, resample=None) -> Image.Image:
     """Resized to fit inside the input `size` (aspect ratio kept), centred on `PAD_VALUE`."""
     h, w = hw(size)

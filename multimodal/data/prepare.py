@@ -70,7 +70,7 @@ def has_masks(table: DatasetTable) -> bool:
 
 
 def resize_short_side(image: Image.Image, size: int) -> Image.Image:
-    return geometry_lib.short_side(image, size)
+    return geometry_lib.cover(image, size)
 
 
 def read_rgb(path: str) -> Image.Image:

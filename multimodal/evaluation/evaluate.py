@@ -40,12 +40,9 @@ def evaluate_run(checkpoint: str, out_dir: str, data_config: str | None = None,
     if adapt_bn is not None:
         _check_adaptable(checkpoint)
     task = "classification" if is_ensemble(checkpoint) else load_run_config(checkpoint).task
-    name = tasks.get(task).name
-    if name not in EVALUATIONS:
-        raise ConfigError(f"task {name!r} has no evaluation (evaluation.evaluate.EVALUATIONS)")
-    return EVALUATIONS[name](checkpoint, out_dir, data_config, split, tta, n_boot,
-                             operating_class, target_sensitivity, n_saliency,
-                             tuple(data_overrides), adapt_bn)
+    evaluation = tasks.part(EVALUATIONS, task, "evaluation.evaluate.EVALUATIONS")
+    return evaluation(checkpoint, out_dir, data_config, split, tta, n_boot, operating_class,
+                      target_sensitivity, n_saliency, tuple(data_overrides), adapt_bn)
 
 
 def _evaluate_classifier(checkpoint, out_dir, data_config, split, tta, n_boot, operating_class,

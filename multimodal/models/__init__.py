@@ -87,7 +87,4 @@ TASK_MODELS = {"classification": _classifier, "segmentation": _segmenter}
 
 def build_for_task(cfg, n_classes: int, meta_dim: int):
     """The network `cfg.task` trains (TASK_MODELS[task](cfg, n_classes, meta_dim))."""
-    name = task_table.get(cfg.task).name
-    if name not in TASK_MODELS:
-        raise ConfigError(f"task {name!r} has no model builder (models.TASK_MODELS)")
-    return TASK_MODELS[name](cfg, n_classes, meta_dim)
+    return task_table.part(TASK_MODELS, cfg.task, "models.TASK_MODELS")(cfg, n_classes, meta_dim)

@@ -8,7 +8,6 @@ from typing import Callable, NamedTuple
 
 from multimodal import tasks
 from multimodal.config import Config
-from multimodal.errors import ConfigError
 from multimodal.training import classifier, segmenter
 
 
@@ -30,10 +29,7 @@ def register(name: str, task: TrainingTask) -> TrainingTask:
 
 
 def training_task(cfg: Config) -> TrainingTask:
-    name = tasks.get(cfg.task).name
-    if name not in TRAINING:
-        raise ConfigError(f"task {name!r} has no training part (training/tasks.py)")
-    return TRAINING[name]
+    return tasks.part(TRAINING, cfg.task, "training/tasks.py TRAINING")
 
 
 def _segmentation_validate(cfg, model, val_data, mesh, val_labels, features_from=None):

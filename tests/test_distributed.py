@@ -7,10 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from scripts_helper import ROOT, free_port
-
-
 
 
 def test_two_processes_train_one_run(tmp_path):
@@ -23,22 +22,33 @@ def test_two_processes_train_one_run(tmp_path):
                                          if "device_count" not in f),
                                       "--xla_force_host_platform_device_count=2"]),
                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
-               "JAX_PROCESS_ID": str(index)}
+               "JAX_PROCESS_ID": str(index),
+               # its own prepared store: no lock or half-written folder shared with other tests
+               "MULTIMODAL_PREPARED": str(tmp_path / "prepared")}
         # output to files, not pipes: an undrained pipe blocks one host and hangs both
         with open(logs[index], "w") as log:
             procs.append(subprocess.Popen(
                 [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--config",
                  "configs/ham10000_sample.yaml", "--smoke", "--no-progress", "--workdir",
                  str(work)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    # Wait for both together: when one host dies (a taken port, a crash) the other would wait
+    # for it until jax.distributed's own timeout, so stop both and show both logs at once.
+    deadline = time.monotonic() + 420
     try:
-        for proc in procs:
-            proc.wait(timeout=400)
+        while any(proc.poll() is None for proc in procs):
+            failed = [proc for proc in procs if proc.poll() not in (None, 0)]
+            if failed or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     finally:
         for proc in procs:
-            proc.kill()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     outputs = [log.read_text() for log in logs]
-    for proc, out in zip(procs, outputs):
-        assert proc.returncode == 0, out[-3000:]
+    shown = "\n".join(f"--- host {i} (exit {proc.returncode}):\n{out[-2500:]}"
+                      for i, (proc, out) in enumerate(zip(procs, outputs)))
+    assert all(proc.returncode == 0 for proc in procs), shown
     # one run, written once: 4 devices over 2 hosts, the smoke schedule's 3 steps
     summary = json.loads((work / "summary.json").read_text())
     assert summary["steps"] == 3

@@ -55,7 +55,7 @@ class DataConfig:
     metadata_encoding: dict | None = None  # column -> kind, e.g. {age: binned} (quantile bins)
     # the model input: a square's side, or [height, width] (e.g. [150, 200]: HAM10000 whole)
     image_size: int | list = 64
-    # picture -> that input, everywhere (multimodal/data/geometry.py): crop (covering resize,
+    # picture -> that input, everywhere (multimodal/data/images/geometry.py): crop (covering resize,
     # random/centre window) | squash (whole picture stretched) | pad (letterbox, black bars)
     geometry: str = "crop"
     prepared_dir: str | None = None  # ArrayRecord cache; default: the shared store (content-keyed)

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     if cfg.data.source != "ham10000":
         raise ConfigError(f"--config: crops are written in the HAM10000 layout; "
                           f"{cfg.data.source} is not supported yet")
-    from multimodal.data.build import dataset_folders
+    from multimodal.data.split.build import dataset_folders
     from multimodal.outputs import check_output, staged_output
 
     protected = {args.segmenter: "segmentation run", **dataset_folders(cfg.data)}
@@ -75,7 +75,7 @@ def write_crops(run, frame, masks, inputs, cfg, args, out: str) -> list[dict]:
     from PIL import Image
     from tqdm import tqdm
 
-    from multimodal.data.lesion_crop import lesion_box, write_crop
+    from multimodal.data.images.lesion_crop import lesion_box, write_crop
 
     paths = inputs.table_frame.set_index("image_id")["image_path"]
     rows = []

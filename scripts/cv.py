@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     from multimodal.outputs import claim_output, record_entries
     from multimodal.training.trainer import train
 
-    from multimodal.data.build import dataset_folders
+    from multimodal.data.split.build import dataset_folders
 
     claim_output(args.workdir, "cross-validation", protected=dataset_folders(cfg.data))
     oof = run_cv(cfg, args.workdir, train, args.folds, args.seed, args.score_test,

@@ -13,7 +13,7 @@ import argparse
 import csv
 import sys
 
-from multimodal.data.download import download_all
+from multimodal.data.sources.download import download_all
 from multimodal.errors import cli
 
 

@@ -21,7 +21,7 @@ it into <checkpoint>/eval_shifted_<shifts>-seed<N> (`all` for every shift; one f
 choice, so one never overwrites another); `scripts/compare.py <checkpoint>/eval
 <checkpoint>/eval_shifted_all-seed0` gives the paired drop.
 --severity 1-5 (with --shifted) applies each named family at that one level instead
-(multimodal/data/shift.py's table: blur, vignette, black_corners, low_res, noise, levels,
+(multimodal/data/images/shift.py's table: blur, vignette, black_corners, low_res, noise, levels,
 contrast, saturation, white_balance, gamma, squash, jpeg; `all`: every family at once); the
 folders name the level: <checkpoint>/shifted/blur-s3-seed0, <checkpoint>/eval_shifted_blur-s3-seed0.
 --adapt-bn re-estimates the run's BatchNorm statistics on the evaluated images, without
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
                         help="draws of the per-image shifts (with --shifted)")
     parser.add_argument("--severity", metavar="1-5",
                         help="with --shifted: each shift at this level (1 mildest, 5 strongest; "
-                             "multimodal/data/shift.py lists the levels)")
+                             "multimodal/data/images/shift.py lists the levels)")
     parser.add_argument("--adapt-bn", action="store_true",
                         help="also evaluate with the BatchNorm statistics re-estimated on the "
                              "evaluated images, unlabelled (at least 32; runs only, not "
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     if args.shift_seed is not None and not args.shifted:
         raise ConfigError("--shift-seed draws the shifts of --shifted; there is no --shifted",
                           "add --shifted (all shifts) or drop --shift-seed")
-    from multimodal.data.shift import parse_severity
+    from multimodal.data.images.shift import parse_severity
 
     severity = parse_severity(args.severity)
     if severity is not None and not args.shifted:
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     protected = {args.checkpoint: "run being evaluated"}
     if is_run(args.checkpoint):  # a run: its dataset too
         from multimodal.run.files import load_run_config
-        from multimodal.data.build import dataset_folders
+        from multimodal.data.split.build import dataset_folders
 
         protected.update(dataset_folders(load_run_config(args.checkpoint).data))
     rule = dict(overwrite=True, protected=protected, legacy=EVAL_ENTRIES)
@@ -190,7 +190,7 @@ def shifted_copy(run_dir: str, names: str, seed: int,
                  severity: int | None = None) -> tuple[str, str]:
     """The dataset.yaml of the run's shifted test copy, written on first use, and a short
     name for the shifts ('all', or their names joined by '+'; '-s<level>' with a severity)."""
-    from multimodal.data.shift import parse_shifts, shift_tag
+    from multimodal.data.images.shift import parse_shifts, shift_tag
     from multimodal.run.shifted import shifted_copy_of_run
 
     shifts = parse_shifts(names, severity)  # in the order they are applied

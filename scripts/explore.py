@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from multimodal.config import load_config
-from multimodal.data.build import load_table
+from multimodal.data.split.build import load_table
 from multimodal.data.explore import explore
 from multimodal.errors import cli
 

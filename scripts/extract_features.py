@@ -18,8 +18,8 @@ import argparse
 import sys
 
 from multimodal.config import config_from_cli
-from multimodal.data.store import REFERENCE
-from multimodal.data.splits import SPLIT_FILE
+from multimodal.data.records.store import REFERENCE
+from multimodal.data.split.grouped import SPLIT_FILE
 from multimodal.errors import cli
 
 # what this tool writes in its folder (the output marker lists these as its own)
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     cfg = config_from_cli(args.config, args.set, args.smoke, modality="image")
-    from multimodal.data.build import dataset_folders
+    from multimodal.data.split.build import dataset_folders
     from multimodal.outputs import claim_output, record_entries
     from multimodal.run.features import extract_features
 

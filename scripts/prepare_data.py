@@ -15,8 +15,8 @@ import sys
 import tempfile
 
 from multimodal.config import config_from_cli
-from multimodal.data.geometry import describe
-from multimodal.data.splits import SPLIT_FILE
+from multimodal.data.images.geometry import describe
+from multimodal.data.split.grouped import SPLIT_FILE
 from multimodal.errors import cli
 
 # what this tool writes in its folder (the output marker lists these as its own)
@@ -37,10 +37,11 @@ def main(argv=None) -> int:
                         help="replace a folder prepared from other inputs")
     args = parser.parse_args(argv)
     cfg = config_from_cli(args.config, args.set)
-    from multimodal.data import prepare, splits
-    from multimodal.data.inputs import split_table
+    from multimodal.data.records import prepare
+    from multimodal.data.split import grouped
+    from multimodal.data.pipeline.inputs import split_table
 
-    from multimodal.data.build import dataset_folders
+    from multimodal.data.split.build import dataset_folders
     from multimodal.outputs import check_output, record_entries
 
     # its own earlier output is updated in place (prepare keeps or, with --overwrite, replaces
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
                                encoding=args.encoding, overwrite=args.overwrite,
                                hashes=hashes, on_missing=cfg.data.on_missing,
                                geometry=cfg.data.geometry)
-    splits.save_split(split, os.path.join(args.out, SPLIT_FILE))  # after: --overwrite clears the folder
+    grouped.save_split(split, os.path.join(args.out, SPLIT_FILE))  # after: --overwrite clears the folder
     record_entries(args.out, "prepare_data", OWN_ENTRIES)
     if manifest["status"] == "unchanged":
         print(f"{args.out} is up to date (inputs sha256 {manifest['inputs_sha256'][:12]}): "

@@ -6,12 +6,12 @@
     python scripts/shift_testset.py --run runs/ham --out runs/ham_blur3 --shifts blur --severity 3
 
 Shifts (--shifts, comma-separated; default all), each drawn per image from a fixed range
-with --seed (multimodal/data/shift.py documents the ranges):
+with --seed (multimodal/data/images/shift.py documents the ranges):
   contrast, saturation, white_balance, gamma, squash (4:3 -> square), jpeg (quality 15-40)
 
 --severity 1-5 applies each named shift at that one level instead (a corruption benchmark,
 benchmarks/quality/shift_severity.py; the levels, from MedMNIST-C / ImageNet-C where they exist,
-are tabled in multimodal/data/shift.py). With a severity there are more families: blur,
+are tabled in multimodal/data/images/shift.py). With a severity there are more families: blur,
 vignette, black_corners, low_res, noise, levels, contrast, saturation, white_balance, gamma,
 squash, jpeg (default: all of them at once).
 
@@ -30,7 +30,7 @@ from multimodal.errors import cli
 
 @cli
 def main(argv=None) -> int:
-    from multimodal.data.shift import FAMILIES, SHIFTS
+    from multimodal.data.images.shift import FAMILIES, SHIFTS
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,11 +49,11 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    from multimodal.data.shift import parse_severity, parse_shifts
+    from multimodal.data.images.shift import parse_severity, parse_shifts
     from multimodal.run.shifted import shifted_copy_of_run
 
     from multimodal.run.files import load_run_config
-    from multimodal.data.build import dataset_folders
+    from multimodal.data.split.build import dataset_folders
     from multimodal.outputs import check_output, staged_output
 
     severity = parse_severity(args.severity)  # refuse a bad level or name before any work

@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     from multimodal.ensemble.arguments import check_stacking_folds
 
     check_stacking_folds(cfg, args.folds)  # before the member trains and workdir is claimed
-    from multimodal.data.build import dataset_folders
+    from multimodal.data.split.build import dataset_folders
     from multimodal.ensemble.build import build_stacking
     from multimodal.outputs import claim_output
     from multimodal.training.trainer import train

@@ -158,8 +158,8 @@ def test_evaluate_adapt_bn_reports_beside_the_plain_evaluation(bn_run, tmp_path)
 
 def test_evaluate_adapt_bn_refusals(bn_run, smoke_run, tmp_path):
     from multimodal.run.files import load_run_config
-    from multimodal.data.build import load_table
-    from multimodal.data.shift import write_shifted_copy
+    from multimodal.data.split.build import load_table
+    from multimodal.data.images.shift import write_shifted_copy
 
     table = load_table(load_run_config(bn_run).data)
     few = write_shifted_copy(table, table.frame["image_id"][:10], str(tmp_path / "few"),

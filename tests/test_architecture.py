@@ -166,8 +166,8 @@ RUN_FILE_NAMES = ("config.yaml", "classes.json", "normalizer.json", "metadata_en
                   "summary.json", "run.json", "metrics.jsonl", "oof_predictions.csv",
                   "curves.png", "split.csv", "prepared_data.json")
 # exported models are their own format (serving/export.py) and share a few file names
-NAMES_ALLOWED = {"run", "serving/export.py", "serving/model.py", "data/splits.py",
-                 "data/store.py"}
+NAMES_ALLOWED = {"run", "serving/export.py", "serving/model.py", "data/split/grouped.py",
+                 "data/records/store.py"}
 
 
 def test_only_the_run_layer_names_run_directory_files():

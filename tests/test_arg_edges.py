@@ -43,8 +43,8 @@ def test_usable_folds_pass_the_check():
 
 
 def test_stack_folds_are_checked_against_a_kfold_split_file(tmp_path):
-    from multimodal.data.build import load_table
-    from multimodal.data.splits import grouped_kfold
+    from multimodal.data.split.build import load_table
+    from multimodal.data.split.grouped import grouped_kfold
     from multimodal.errors import ConfigError
 
     cfg = load_config("configs/ham10000_sample.yaml", smoke=True)

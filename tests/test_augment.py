@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from multimodal.data import augment
-from multimodal.data.augment import OPS, apply_ops, parse_ops
+from multimodal.data.images import augment
+from multimodal.data.images.augment import OPS, apply_ops, parse_ops
 
 
 def _image(seed=0, h=32, w=40):

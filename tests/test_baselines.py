@@ -19,7 +19,7 @@ import pytest
 
 from conftest import SHARED_DATA
 from multimodal.config import load_config
-from multimodal.data.augment import parse_ops
+from multimodal.data.images.augment import parse_ops
 from multimodal.models import ENCODERS
 from multimodal.search.space import check_space, load_space
 from scripts_helper import ROOT
@@ -108,8 +108,8 @@ def test_the_knobs_the_baselines_added():
     from sklearn.metrics import f1_score
 
     from multimodal.config import DataConfig
-    from multimodal.data.augment import OPS
-    from multimodal.data.build import _bins
+    from multimodal.data.images.augment import OPS
+    from multimodal.data.split.build import _bins
     from multimodal.errors import ConfigError
     from multimodal.metrics import classification_metrics
 

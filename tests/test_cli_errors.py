@@ -167,9 +167,9 @@ def test_prepared_mismatch_hint_is_a_real_command(tmp_path):
 
 
 def test_an_image_that_fails_to_decode_when_prepared_obeys_on_missing(tmp_path, ham_dir):
-    from multimodal.data import prepare
+    from multimodal.data.records import prepare
     from multimodal.data.sources import ham10000
-    from multimodal.data.splits import train_val_test
+    from multimodal.data.split.grouped import train_val_test
     from multimodal.errors import DataError
 
     rows = ham_rows()

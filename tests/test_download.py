@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from multimodal.data.download import download_all
+from multimodal.data.sources.download import download_all
 from scripts_helper import run_script
 
 

@@ -51,7 +51,7 @@ def test_heads_on_pooled_features_are_the_image_model(tmp_path):
     cache = FeatureCache.open(path)
     train(_cfg(f"model.features={path}"), str(tmp_path / "run"), show_progress=False)
     # the run reuses the prepared data of the extraction: no copy of the images in the run
-    from multimodal.data.store import read_reference
+    from multimodal.data.records.store import read_reference
 
     assert not (tmp_path / "run" / "prepared").exists()
     assert read_reference(str(tmp_path / "run"))["path"] == \
@@ -92,7 +92,7 @@ def test_a_changed_image_or_a_missing_one_is_refused(tmp_path):
     cfg = _cfg()
     path, _ = extract_features(cfg, str(tmp_path), show_progress=False)
     cache = FeatureCache.open(path)
-    from multimodal.data.inputs import build_inputs
+    from multimodal.data.pipeline.inputs import build_inputs
 
     inputs = build_inputs(cfg, str(tmp_path))
     assert cache.for_split(inputs, "train", train=True).shape[1:] == (1, 256)

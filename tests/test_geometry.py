@@ -12,8 +12,10 @@ import pytest
 from PIL import Image
 
 from multimodal.config import load_config
-from multimodal.data import geometry, pipeline, prepare, store
-from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.images import geometry
+from multimodal.data.pipeline import loaders as pipeline
+from multimodal.data.records import prepare, store
+from multimodal.data.pipeline.metadata import MetadataEncoder
 from multimodal.data.sources import generic
 from multimodal.errors import ConfigError
 
@@ -147,7 +149,7 @@ def _aspect_warnings(record):
 
 
 def test_another_dataset_is_read_with_the_runs_geometry(tmp_path):
-    from multimodal.data.inputs import example_loader
+    from multimodal.data.pipeline.inputs import example_loader
     from multimodal.run import external_inputs
 
     run = _fake_run(tmp_path / "run", "pad", train_ratio=2.0)  # trained on 2:1 pictures
@@ -184,7 +186,7 @@ def _sample_cfg(*overrides):
 
 
 def test_runs_on_the_same_data_share_one_prepared_folder(tmp_path, monkeypatch):
-    from multimodal.data.inputs import build_inputs
+    from multimodal.data.pipeline.inputs import build_inputs
 
     store_dir = tmp_path / "store"
     monkeypatch.setenv(store.PREPARED_ENV, str(store_dir))

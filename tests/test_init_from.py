@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from multimodal.config import load_config
-from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.pipeline.metadata import MetadataEncoder
 from multimodal.errors import ConfigError, RunError
 from multimodal.models import build_for_task
 from multimodal.run import load_run

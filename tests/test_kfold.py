@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from multimodal.config import DataConfig
-from multimodal.data import splits
-from multimodal.data.build import resolve_split
+from multimodal.data.split import grouped as splits
+from multimodal.data.split.build import resolve_split
 from multimodal.data.sources import ham10000
 from multimodal.ensemble.oof import dev_folds
 from multimodal.errors import ConfigError, DataError, LeakageError

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.pipeline.metadata import MetadataEncoder
 from multimodal.config import load_config
 from multimodal.errors import ConfigError, DataError
 

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from multimodal.data import pipeline, prepare, splits
-from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.pipeline import loaders as pipeline
+from multimodal.data.records import prepare
+from multimodal.data.split import grouped as splits
+from multimodal.data.pipeline.metadata import MetadataEncoder
 from multimodal.data.sample import SAMPLE_DIR
 from multimodal.data.sources import ham10000
 
@@ -175,7 +177,7 @@ def test_dataset_normaliser_centres_the_training_images(prepared):
 
 @pytest.mark.parametrize("method", ["random", "smote", "adasyn"])
 def test_oversampling_small_images_balances_the_training_split(prepared, method):
-    from multimodal.data.resample import oversampled_source
+    from multimodal.data.pipeline.resample import oversampled_source
 
     _, _, out, manifest = prepared
     source = prepare.open_split(out, "train")

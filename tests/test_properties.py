@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from multimodal.config import Config, config_from_dict, load_config
-from multimodal.data.metadata import MetadataEncoder
-from multimodal.data.prepare import encode_image
-from multimodal.data.splits import load_split
+from multimodal.data.pipeline.metadata import MetadataEncoder
+from multimodal.data.records.prepare import encode_image
+from multimodal.data.split.grouped import load_split
 from multimodal.data.table import DatasetTable
 from multimodal.errors import UserError
 

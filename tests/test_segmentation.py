@@ -16,8 +16,10 @@ from PIL import Image
 from conftest import HAM_HEADER, ham_rows, write_csv
 from multimodal.config import load_config
 from multimodal.run.files import load_run_config
-from multimodal.data import pipeline, prepare, splits
-from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.pipeline import loaders as pipeline
+from multimodal.data.records import prepare
+from multimodal.data.split import grouped as splits
+from multimodal.data.pipeline.metadata import MetadataEncoder
 from multimodal.data.sources import ham10000, load_source
 from multimodal.errors import ConfigError, DataError
 from multimodal.evaluation.segmenter import bootstrap, per_image, summary
@@ -256,8 +258,8 @@ def test_masks_need_a_source_that_has_them(tmp_path):
 
 
 def test_lesion_crop_boxes_map_back_to_the_source_picture():
-    from multimodal.data.geometry import to_source
-    from multimodal.data.lesion_crop import lesion_box, mask_box
+    from multimodal.data.images.geometry import to_source
+    from multimodal.data.images.lesion_crop import lesion_box, mask_box
 
     mask = np.zeros((64, 64), bool)
     mask[16:32, 8:40] = True  # 32 wide, 16 high in the model's square

@@ -6,7 +6,7 @@ Missing data skips these tests, except under CI=true, where it fails them (conft
 import pytest
 
 from conftest import require_shared_data
-from multimodal.data import splits
+from multimodal.data.split import grouped as splits
 from multimodal.data.sources import load_source
 
 
@@ -57,8 +57,9 @@ def test_covid_chestxray_and_fitzpatrick_load():
 
 def test_prepared_ham10000_reads_back_every_example_once_per_epoch(ham, tmp_path):
     ham = ham()
-    from multimodal.data import pipeline, prepare
-    from multimodal.data.metadata import MetadataEncoder
+    from multimodal.data.pipeline import loaders as pipeline
+    from multimodal.data.records import prepare
+    from multimodal.data.pipeline.metadata import MetadataEncoder
 
     split = splits.train_val_test(ham, seed=0)
     manifest = prepare.prepare(ham, split, str(tmp_path), image_size=16)

@@ -1,4 +1,5 @@
-"""Acquisition shifts (multimodal/data/shift.py) and the shifted test copy a run is evaluated on."""
+"""Acquisition shifts (multimodal/data/images/shift.py) and the shifted test copy a run is evaluated
+on."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from multimodal.data.shift import SHIFTS, parse_shifts, shift_image
+from multimodal.data.images.shift import SHIFTS, parse_shifts, shift_image
 from multimodal.errors import ConfigError
 from scripts_helper import refused, run_script
 

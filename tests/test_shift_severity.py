@@ -1,4 +1,4 @@
-"""The corruption benchmark's shift families at severities 1-5 (multimodal/data/shift.py),
+"""The corruption benchmark's shift families at severities 1-5 (multimodal/data/images/shift.py),
 their copies and evaluations (scripts/shift_testset.py, scripts/evaluate.py --severity) and
 benchmarks/quality/shift_severity.py."""
 
@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from multimodal.data.shift import (FAMILIES, SEVERITIES, SEVERITY, SHIFTS, parse_severity,
-                                   parse_shifts, shift_image)
+from multimodal.data.images.shift import (FAMILIES, SEVERITIES, SEVERITY, SHIFTS,
+                                          parse_severity, parse_shifts, shift_image)
 from multimodal.errors import ConfigError
 from scripts_helper import ROOT, refused, run_script
 
@@ -138,7 +138,7 @@ def test_scripts_refuse_a_bad_severity_in_one_line(smoke_run, tmp_path):
 
 def test_a_severity_copy_never_overwrites_a_dataset_or_an_earlier_copy(smoke_run, tmp_path):
     from multimodal.run.files import load_run_config
-    from multimodal.data.build import dataset_folders
+    from multimodal.data.split.build import dataset_folders
 
     dataset = next(iter(dataset_folders(load_run_config(smoke_run).data)))
     refused(run_script("shift_testset.py", "--run", smoke_run, "--out",

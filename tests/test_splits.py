@@ -3,7 +3,7 @@ import shutil
 import numpy as np
 import pytest
 
-from multimodal.data import splits
+from multimodal.data.split import grouped as splits
 from multimodal.errors import DataError, LeakageError
 from multimodal.data.sample import SAMPLE_DIR
 from multimodal.data.sources import ham10000

@@ -69,8 +69,8 @@ def validate(cfg, model, val_data, mesh, val_labels, features_from=None) -> dict
 def evaluate(checkpoint, out_dir, data_config, split, *rest) -> dict:
     import os
 
-    from multimodal.data import pipeline
-    from multimodal.data.inputs import example_loader
+    from multimodal.data.pipeline import loaders as pipeline
+    from multimodal.data.pipeline.inputs import example_loader
     from multimodal.run import load_run, run_inputs
     from multimodal.run.predict import on_mesh, predict_logits
 

@@ -45,7 +45,7 @@ def xception(bench):
 def fitzpatrick(bench):
     """Random search on the small CNN, the report's other encoders with its best values,
     and image + Fitzpatrick type; on a synthetic set when the images are missing."""
-    from multimodal.data.synthetic import fitzpatrick17k_counts, write_fitzpatrick17k
+    from multimodal.data.sources.synthetic import fitzpatrick17k_counts, write_fitzpatrick17k
     from multimodal.search import run_search
 
     real_csv = os.path.join(bench.data_root, "fitzpatrick17k", "fitzpatrick17k.csv")

@@ -41,8 +41,8 @@ def limited_split(config: str, overrides, limit: int, out: str, seed: int = 0) -
     import pandas as pd
 
     from multimodal.config import load_config
-    from multimodal.data import splits
-    from multimodal.data.build import load_table, resolve_split
+    from multimodal.data.split import grouped
+    from multimodal.data.split.build import load_table, resolve_split
 
     cfg = load_config(config, overrides)
     table = load_table(cfg.data, masks=True)
@@ -58,7 +58,7 @@ def limited_split(config: str, overrides, limit: int, out: str, seed: int = 0) -
         keep.append(part[part["group_id"].isin(chosen)])
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, f"split_limit{limit}.csv")
-    splits.save_split(pd.concat(keep), path)
+    grouped.save_split(pd.concat(keep), path)
     return path
 
 

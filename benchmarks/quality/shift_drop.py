@@ -67,7 +67,7 @@ def main():
             print(rows[-1], flush=True)
     lines = ["# Acquisition shift: test split vs its shifted copy (HAM10000, grouped split)", "",
              f"Runs: {', '.join(args.runs)}. Shifted copies by scripts/shift_testset.py (seed "
-             f"{args.seed}; ranges in multimodal/data/shift.py); `all` applies every shift to "
+             f"{args.seed}; ranges in multimodal/data/images/shift.py); `all` applies every shift to "
              "every image. Differences in points of balanced accuracy with paired 95% intervals "
              "(1000 lesion-bootstrap resamples scoring both sides).", "",
              "| run | copy | balanced accuracy, original | shifted | drop, points [95% CI] | "

@@ -1,5 +1,5 @@
 """Corruption benchmark: one run on its test split and on every shift family x severity of
-multimodal/data/shift.py (levels fixed there, from MedMNIST-C / ImageNet-C where they exist),
+multimodal/data/images/shift.py (levels fixed there, from MedMNIST-C / ImageNet-C where they exist),
 each scored against the clean split with a paired lesion-bootstrap interval.
 
     python -m benchmarks.quality.shift_severity --checkpoint runs/ham
@@ -33,7 +33,7 @@ TOOL = "shift_severity"
 
 
 def parse_args(argv):
-    from multimodal.data.shift import FAMILIES
+    from multimodal.data.images.shift import FAMILIES
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,7 +60,7 @@ def parse_args(argv):
 
 def check(args) -> tuple[list[str], list[int]]:
     """Families and levels, refused before any work."""
-    from multimodal.data.shift import parse_severity, parse_shifts
+    from multimodal.data.images.shift import parse_severity, parse_shifts
 
     if not os.path.exists(os.path.join(args.checkpoint, "split.csv")):
         raise ConfigError(f"{args.checkpoint} is not a run directory (no split.csv)",
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     lines = [f"# Corruption benchmark: {os.path.basename(os.path.normpath(run))} by shift "
              "family and severity", "",
              f"Run {run}, its test split ({clean['n_images']} images, {clean['n_groups']} "
-             f"lesions) and its copies by multimodal/data/shift.py at severities "
+             f"lesions) and its copies by multimodal/data/images/shift.py at severities "
              f"{', '.join(map(str, severities))} (levels fixed in its SEVERITY table; seed "
              f"{args.seed}). Drop: balanced accuracy on the copy minus clean, in points, with "
              f"a paired 95% interval ({args.bootstrap} lesion-bootstrap resamples scoring both). "

@@ -36,10 +36,11 @@ from PIL import Image
 
 from benchmarks.common import command_line, write_result
 
-from multimodal.data import pipeline, prepare
-from multimodal.data.augment import apply_ops, parse_ops
-from multimodal.data.metadata import MetadataEncoder
-from multimodal.data.prepare import resize_short_side
+from multimodal.data.pipeline import loaders
+from multimodal.data.records import prepare
+from multimodal.data.images.augment import apply_ops, parse_ops
+from multimodal.data.pipeline.metadata import MetadataEncoder
+from multimodal.data.records.prepare import resize_short_side
 from multimodal.data.sources import ham10000
 
 OPS = ["flip_h", "flip_v", {"rotate": {"degrees": 20}}, "color_jitter"]
@@ -47,7 +48,7 @@ OPS = ["flip_h", "flip_v", {"rotate": {"degrees": 20}}, "color_jitter"]
 
 class OriginalLoader:
     """(position, index) -> example from an original image file: decode, resize, augment,
-    crop, normalise; seeded by position like `pipeline.ExampleLoader`."""
+    crop, normalise; seeded by position like `loaders.ExampleLoader`."""
 
     def __init__(self, paths, labels, size, normalizer, seed=0):
         self.paths, self.labels = list(paths), np.asarray(labels, np.int32)
@@ -59,7 +60,7 @@ class OriginalLoader:
         with Image.open(self.paths[index]) as im:
             image = np.asarray(resize_short_side(im.convert("RGB"), self.size))
         image = apply_ops(image, self.ops, rng, train=True)
-        image = self.normalizer(pipeline.crop(image, self.size, rng))
+        image = self.normalizer(loaders.crop(image, self.size, rng))
         return {"image": image, "label": self.labels[index]}
 
 
@@ -135,9 +136,9 @@ def main():
     manifest = prepare.prepare(table, split, out, args.size)
     source = prepare.open_split(out, "train")
     encoder = MetadataEncoder(manifest["metadata"]).fit(prepare.split_frame(source, manifest))
-    normalizer = pipeline.Normalizer.named("imagenet")
-    loader = pipeline.ExampleLoader(source, manifest["classes"], encoder, manifest["metadata"],
-                                    OPS, args.size, normalizer, train=True, seed=0)
+    normalizer = loaders.Normalizer.named("imagenet")
+    loader = loaders.ExampleLoader(source, manifest["classes"], encoder, manifest["metadata"],
+                                   OPS, args.size, normalizer, train=True, seed=0)
     n = len(source)
     plan = np.stack([np.arange(n), np.arange(n)], 1)
     timed = n - n % args.batch  # images per pass (whole batches)
@@ -145,8 +146,8 @@ def main():
     load_before = os.getloadavg()
 
     def grain(fn, workers, threads):
-        return lambda: pipeline.train_dataset(fn, plan, args.batch, workers=workers,
-                                              threads=threads)
+        return lambda: loaders.train_dataset(fn, plan, args.batch, workers=workers,
+                                             threads=threads)
 
     records = {"Python loop, 1 thread": lambda: python_loop(loader, plan, args.batch)}
     for threads in sorted({1, cores}):

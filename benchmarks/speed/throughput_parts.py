@@ -113,8 +113,8 @@ def input_pipeline(folder: str, workdir: str, size: int, batch: int, workers: in
     """The trainer's training batches over `folder`: prepared once at `size` (ArrayRecord),
     then Grain decodes, flips/rotates and normalises on the host (`workers` processes)."""
     from multimodal.config import config_from_dict
-    from multimodal.data import pipeline
-    from multimodal.data.inputs import build_inputs, example_loader
+    from multimodal.data.pipeline import loaders
+    from multimodal.data.pipeline.inputs import build_inputs, example_loader
 
     cfg = config_from_dict({
         "name": "throughput", "modality": "image",
@@ -128,9 +128,9 @@ def input_pipeline(folder: str, workdir: str, size: int, batch: int, workers: in
     if per_epoch == 0:
         raise SystemExit(f"--images: {len(labels)} training images cannot fill a batch of {batch}")
     epochs = -(-steps // per_epoch)
-    plan, _ = pipeline.training_plan(labels, 7, epochs, batch, 0)
-    return pipeline.train_dataset(example_loader(cfg, inputs, "train", True), plan, batch,
-                                  workers)
+    plan, _ = loaders.training_plan(labels, 7, epochs, batch, 0)
+    return loaders.train_dataset(example_loader(cfg, inputs, "train", True), plan, batch,
+                                 workers)
 
 
 def host_peak_mb() -> float:

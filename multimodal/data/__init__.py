@@ -1,2 +1,2 @@
 """Data: dataset sources -> the standard table -> leak-checked splits -> prepared
-ArrayRecord splits -> Grain loaders (multimodal.data.inputs ties them together)."""
+ArrayRecord splits -> Grain loaders (multimodal.data.pipeline.inputs ties them together)."""

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from multimodal.data.splits import content_hashes  # noqa: E402
+from multimodal.data.split.grouped import content_hashes  # noqa: E402
 from multimodal.data.table import DatasetTable  # noqa: E402
 
 

@@ -40,7 +40,7 @@ def check_stacking_folds(cfg: Config, folds: int | None) -> None:
 def _cheap_table(cfg: Config):
     """The configured table without opening an image: its groups and ids are all these
     checks need, and the member's training checks the images anyway."""
-    from multimodal.data.build import load_table
+    from multimodal.data.split.build import load_table
 
     with warnings.catch_warnings():  # the training run repeats its warnings (dropped rows)
         warnings.simplefilter("ignore")
@@ -51,7 +51,7 @@ def _check_kfold_base(cfg: Config, folds: int | None) -> None:
     """A K-fold base split (data.fold) leaves K-1 development folds: stacking uses those."""
     k = cfg.data.folds
     if cfg.data.split_file:
-        from multimodal.data.splits import load_split
+        from multimodal.data.split.grouped import load_split
 
         split = load_split(cfg.data.split_file, _cheap_table(cfg))
         if "fold" not in split.columns:

@@ -7,8 +7,8 @@ import os
 import pandas as pd
 
 from multimodal.config import Config
-from multimodal.data.build import load_table
-from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.split.build import load_table
+from multimodal.data.pipeline.metadata import MetadataEncoder
 from multimodal.ensemble.late_fusion import combine, fit_weights
 from multimodal.ensemble.manifest import prediction_frame, stacker_inputs, write_manifest
 from multimodal.ensemble.members import member_predictions, prob_columns

@@ -29,8 +29,8 @@ import pandas as pd
 
 from multimodal import tasks
 from multimodal.config import Config
-from multimodal.data.build import load_table, resolve_split
-from multimodal.data.splits import grouped_kfold, save_split, train_val_test
+from multimodal.data.split.build import load_table, resolve_split
+from multimodal.data.split.grouped import grouped_kfold, save_split, train_val_test
 from multimodal.ensemble.members import member_predictions, prob_columns
 from multimodal.ensemble.oof import check_out_of_fold, train_once
 from multimodal.errors import ConfigError, RunError

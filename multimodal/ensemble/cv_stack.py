@@ -21,7 +21,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.pipeline.metadata import MetadataEncoder
 from multimodal.ensemble.late_fusion import combine, fit_weights
 from multimodal.ensemble.manifest import prediction_frame
 from multimodal.ensemble.members import prob_columns, raw_metadata

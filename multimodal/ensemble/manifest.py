@@ -19,7 +19,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.pipeline.metadata import MetadataEncoder
 from multimodal.ensemble.late_fusion import combine
 from multimodal.ensemble.members import (ExternalData, external_predictions, member_predictions,
                                          prob_columns, raw_metadata)

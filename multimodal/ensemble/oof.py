@@ -18,7 +18,7 @@ import pandas as pd
 
 from multimodal.config import Config
 from multimodal.errors import LeakageError
-from multimodal.data.splits import fold_roles, grouped_kfold, save_split
+from multimodal.data.split.grouped import fold_roles, grouped_kfold, save_split
 from multimodal.data.table import DatasetTable
 from multimodal.ensemble.members import member_predictions
 from multimodal.errors import ConfigError

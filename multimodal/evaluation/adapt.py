@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from multimodal.data import pipeline
-from multimodal.data.inputs import example_loader
+from multimodal.data.pipeline import loaders
+from multimodal.data.pipeline.inputs import example_loader
 from multimodal.errors import ConfigError
 
 MIN_IMAGES = 32
@@ -127,7 +127,7 @@ def adapt_batchnorm(run, inputs, split: str, blend: float = 1.0,
     # one device, unsharded: the statistics of each batch as a whole
     nnx.update(run.model, jax.device_put(nnx.state(run.model), jax.devices()[0]))
     batch = max(1, run.cfg.data.batch_size)
-    data = pipeline.eval_dataset(example_loader(run.cfg, inputs, split, False), batch)
+    data = loaders.eval_dataset(example_loader(run.cfg, inputs, split, False), batch)
     stats, seen = target_statistics(run.model, _real_rows(data))
     set_statistics(run.model, stats, blend)
     return {"target_images": int(seen), "blend": float(blend),

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from multimodal.data.inputs import Inputs
+    from multimodal.data.pipeline.inputs import Inputs
     from multimodal.run import LoadedRun
 
 

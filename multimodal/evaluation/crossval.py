@@ -132,8 +132,8 @@ def stack_report(cv_dirs: list[str], workdir: str, seed: int = 0, score_test: bo
     side by side and write workdir/systems.{json,md} and each system's predictions."""
     from multimodal.run.files import load_run_config
     from multimodal.run.layout import ENCODER
-    from multimodal.data.build import load_table
-    from multimodal.data.metadata import MetadataEncoder
+    from multimodal.data.split.build import load_table
+    from multimodal.data.pipeline.metadata import MetadataEncoder
     from multimodal.ensemble.cv_stack import stack_cv
     from multimodal.outputs import write_atomic
 

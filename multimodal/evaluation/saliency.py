@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from multimodal.data.inputs import example_loader  # noqa: E402
+from multimodal.data.pipeline.inputs import example_loader  # noqa: E402
 
 
 def integrated_gradients(model, image, metadata, mask, target: int, steps: int = 24):

@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from multimodal.data import geometry  # noqa: E402
-from multimodal.data.pipeline import decode  # noqa: E402
+from multimodal.data.images import geometry  # noqa: E402
+from multimodal.data.pipeline.loaders import decode  # noqa: E402
 from multimodal.errors import ConfigError  # noqa: E402
 from multimodal.evaluation.report import write_report  # noqa: E402
 from multimodal.metrics import dice_iou, mask_counts  # noqa: E402

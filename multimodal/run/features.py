@@ -30,11 +30,11 @@ from flax import nnx
 from tqdm import tqdm
 
 from multimodal.config import Config
-from multimodal.data import pipeline
+from multimodal.data.pipeline import loaders
 from multimodal.models import build_model
 from multimodal.run import mesh as mesh_lib
 from multimodal.models.blocks import parse_block, position
-from multimodal.data.inputs import Inputs, build_inputs, example_loader, preprocessing_ops
+from multimodal.data.pipeline.inputs import Inputs, build_inputs, example_loader, preprocessing_ops
 from multimodal.errors import ConfigError, DataError
 
 
@@ -107,7 +107,7 @@ def extract_features(cfg: Config, root: str, block: int | None = None, tta: bool
     bar = tqdm(total=sum(len(s) for s in inputs.sources.values()), unit="img",
                desc="extracting features", disable=not show_progress, dynamic_ncols=True)
     for split in inputs.sources:
-        for b in pipeline.eval_dataset(example_loader(cfg, inputs, split, train=False), batch):
+        for b in loaders.eval_dataset(example_loader(cfg, inputs, split, train=False), batch):
             out = _encode(encoder, mesh_lib.shard_batch(b, mesh)["image"], block, tta)
             keep = np.asarray(b["mask"]) > 0
             chunks.append(np.asarray(out)[keep])
@@ -152,8 +152,8 @@ class FeatureCache:
         return "pooled" if self.key["block"] is None else int(self.key["block"])
 
     @property
-    def normalizer(self) -> pipeline.Normalizer:
-        return pipeline.Normalizer.from_dict(self.key["normalizer"])
+    def normalizer(self) -> loaders.Normalizer:
+        return loaders.Normalizer.from_dict(self.key["normalizer"])
 
     def configure(self, cfg: Config) -> Config:
         """`cfg` with the image side and geometry the cache was made with; the encoder trains

@@ -69,7 +69,7 @@ def source_normalizer(cfg):
     """The source run's pixel normaliser when `model.init_normalizer: source`, else None."""
     if not cfg.model.init_from or cfg.model.init_normalizer != "source":
         return None
-    from multimodal.data.pipeline import Normalizer
+    from multimodal.data.pipeline.loaders import Normalizer
 
     with open(path(cfg.model.init_from, NORMALIZER)) as f:
         return Normalizer.from_dict(json.load(f))
@@ -90,7 +90,7 @@ def _leaves(tree):
 def init_from_run(model, cfg, classes, meta_encoder) -> dict:
     """Load the source run's best weights into `model` part by part (module docstring);
     return the record written to init_from.json."""
-    from multimodal.data.metadata import MetadataEncoder
+    from multimodal.data.pipeline.metadata import MetadataEncoder
     from multimodal.models import build_for_task
     from multimodal.run.checkpoint import load_model_weights
     from multimodal.run.features import weights_digest

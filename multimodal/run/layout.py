@@ -8,7 +8,7 @@ run layer (files.py, checkpoint.py); evaluation, ensembles and serving read them
     split.csv                image_id, group_id, label, split (or fold_split.csv in a CV fold)
     prepared_data.json       which shared prepared-records folder the run reads
 (the last two are the data layer's records, written wherever inputs are built: the names
-come from data/splits.py and data/store.py)
+come from data/split/grouped.py and data/records/store.py)
     run.json                 git commit, library versions, devices
     metrics.jsonl            one line per epoch (the history is the truth on resume)
     summary.json             written when training ends: steps, best score, why it stopped
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 
-from multimodal.data.splits import SPLIT_FILE as SPLIT  # noqa: F401 - the data layer names it
+from multimodal.data.split.grouped import SPLIT_FILE as SPLIT  # noqa: F401 - the data layer names it
 
 CONFIG = "config.yaml"
 CLASSES = "classes.json"

@@ -11,10 +11,12 @@ import os
 import pandas as pd
 
 from multimodal.config import Config, load_config
-from multimodal.data import geometry, pipeline, prepare, store
-from multimodal.data.build import load_table
-from multimodal.data.inputs import Inputs, build_inputs
-from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.images import geometry
+from multimodal.data.pipeline import loaders
+from multimodal.data.records import prepare, store
+from multimodal.data.split.build import load_table
+from multimodal.data.pipeline.inputs import Inputs, build_inputs
+from multimodal.data.pipeline.metadata import MetadataEncoder
 from multimodal.errors import DataError, RunError
 from multimodal.models import build_for_task
 from multimodal.run.checkpoint import load_model_weights
@@ -29,7 +31,7 @@ class LoadedRun:
     cfg: Config
     classes: list[str]
     meta_encoder: MetadataEncoder
-    normalizer: pipeline.Normalizer
+    normalizer: loaders.Normalizer
     model: object
     step: int
 
@@ -46,7 +48,7 @@ def load_run(workdir: str, which: str = "best") -> LoadedRun:
             classes = json.load(f)
         meta_encoder = MetadataEncoder.load(path(workdir, ENCODER))
         with open(path(workdir, NORMALIZER)) as f:
-            normalizer = pipeline.Normalizer.from_dict(json.load(f))
+            normalizer = loaders.Normalizer.from_dict(json.load(f))
     except (ValueError, KeyError, TypeError) as exc:
         raise RunError(f"{workdir} holds a damaged run file ({type(exc).__name__}: {exc})",
                        "train the run again") from None

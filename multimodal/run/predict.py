@@ -15,8 +15,8 @@ from tqdm import tqdm
 import pandas as pd
 
 from multimodal import tasks
-from multimodal.data import pipeline
-from multimodal.data.inputs import Inputs, example_loader
+from multimodal.data.pipeline import loaders
+from multimodal.data.pipeline.inputs import Inputs, example_loader
 from multimodal.errors import RunError
 from multimodal.metrics import softmax
 from multimodal.run import mesh as mesh_lib
@@ -130,7 +130,7 @@ def predict_split(run, inputs: Inputs, split: str, tta: bool = False,
     batch = batch_size or run.cfg.data.batch_size
     batch = max(mesh.devices.size, batch - batch % mesh.devices.size)
     cached = features.for_split(inputs, split, train=False) if features is not None else None
-    data = pipeline.eval_dataset(example_loader(run.cfg, inputs, split, False, cached), batch)
+    data = loaders.eval_dataset(example_loader(run.cfg, inputs, split, False, cached), batch)
     if features is not None:
         features.check_encoder(run.model.encoder)
     logits, ids = predict_logits(
@@ -158,7 +158,7 @@ def predict_split_masks(run, inputs: Inputs, split: str, tta: bool = False,
     mesh = on_mesh(run.model)
     batch = batch_size or run.cfg.data.batch_size
     batch = max(mesh.devices.size, batch - batch % mesh.devices.size)
-    data = pipeline.eval_dataset(example_loader(run.cfg, inputs, split, False), batch)
+    data = loaders.eval_dataset(example_loader(run.cfg, inputs, split, False), batch)
     out = predict_masks(run.model, data, mesh, tta,
                         progress=f"predict {split}" + (" (4 flips)" if tta else ""))
     frame = inputs.frames[split].set_index("image_id").loc[out["image_id"]].reset_index()

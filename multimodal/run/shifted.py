@@ -1,4 +1,4 @@
-"""A run's own test rows as a shifted copy (data/shift.py makes the copy): the rows come
+"""A run's own test rows as a shifted copy (data/images/shift.py makes the copy): the rows come
 from the run's split file, so a copy never holds a row the run trained on."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pandas as pd
 import yaml
 
 from multimodal import tasks
-from multimodal.data.inputs import split_table
-from multimodal.data.shift import write_shifted_copy
+from multimodal.data.pipeline.inputs import split_table
+from multimodal.data.images.shift import write_shifted_copy
 from multimodal.errors import ConfigError
 from multimodal.run.files import load_run_config
 from multimodal.run.layout import SPLIT, path

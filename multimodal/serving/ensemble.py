@@ -18,7 +18,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.pipeline.metadata import MetadataEncoder
 from multimodal.errors import RunError
 from multimodal.serving.model import SingleModel
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from multimodal.data.metadata import MetadataEncoder, is_missing
+from multimodal.data.pipeline.metadata import MetadataEncoder, is_missing
 from multimodal.data.table import AGE_RANGE
 from multimodal.errors import DataError
 

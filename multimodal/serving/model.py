@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-from multimodal.data.metadata import MetadataEncoder
+from multimodal.data.pipeline.metadata import MetadataEncoder
 from multimodal.errors import RunError
 from multimodal.metrics import softmax
 from multimodal.serving.preprocess import Preprocessing

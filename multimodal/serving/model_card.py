@@ -23,7 +23,7 @@ import subprocess
 
 import pandas as pd
 
-from multimodal.data.geometry import describe
+from multimodal.data.images.geometry import describe
 from multimodal.errors import UserError
 from multimodal.outputs import write_atomic
 from multimodal.run.files import load_run_config
@@ -279,7 +279,7 @@ def _fitzpatrick(cfg, split: pd.DataFrame) -> str:
     """Images per skin type among the run's rows, where the dataset has that column."""
     import dataclasses
 
-    from multimodal.data.build import load_table
+    from multimodal.data.split.build import load_table
 
     try:  # only the table is read: no image is opened or checked
         table = load_table(dataclasses.replace(cfg.data, verify="none", on_missing="drop"))

@@ -19,10 +19,10 @@ import io
 import numpy as np
 from PIL import Image
 
-from multimodal.data import geometry as geometry_lib
-from multimodal.data.augment import parse_ops
-from multimodal.data.metadata import MetadataEncoder
-from multimodal.data.pipeline import ExampleLoader, Normalizer
+from multimodal.data.images import geometry as geometry_lib
+from multimodal.data.images.augment import parse_ops
+from multimodal.data.pipeline.metadata import MetadataEncoder
+from multimodal.data.pipeline.loaders import ExampleLoader, Normalizer
 from multimodal.serving.images import ImageInputError
 
 RECORD_ENCODING = "jpeg"  # what prepare.prepare writes for every run (its default)
@@ -45,7 +45,7 @@ class Preprocessing:
 
     @classmethod
     def from_config(cls, cfg, normalizer, meta_encoder) -> Preprocessing:
-        from multimodal.data.inputs import preprocessing_ops
+        from multimodal.data.pipeline.inputs import preprocessing_ops
 
         ops = [{name: dict(options)} for name, options in preprocessing_ops(cfg)]
         dtype = "bfloat16" if cfg.model.dtype == "bfloat16" else "float32"

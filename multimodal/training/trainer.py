@@ -18,9 +18,9 @@ from flax import nnx
 from tqdm import tqdm
 
 from multimodal.config import Config
-from multimodal.data import pipeline
-from multimodal.data.augment import parse_ops
-from multimodal.data.inputs import build_inputs, example_loader
+from multimodal.data.pipeline import loaders
+from multimodal.data.images.augment import parse_ops
+from multimodal.data.pipeline.inputs import build_inputs, example_loader
 from multimodal.errors import ConfigError, RunError
 from multimodal.models import build_for_task
 from multimodal.run import mesh as mesh_lib
@@ -154,7 +154,7 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
     n_classes = len(inputs.classes)
 
     labels = inputs.labels("train")
-    plan, steps_per_epoch = pipeline.training_plan(
+    plan, steps_per_epoch = loaders.training_plan(
         labels, n_classes, cfg.train.epochs, cfg.data.batch_size, cfg.train.seed,
         cfg.data.balance_alpha, factors=class_factors(cfg, inputs.classes),
         process_index=jax.process_index(),
@@ -163,11 +163,11 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps)
     local_batch = cfg.data.batch_size // jax.process_count()
-    train_data = pipeline.train_dataset(loader("train", True), plan,
-                                        local_batch, cfg.data.workers)
-    val_data = pipeline.eval_dataset(loader("val", False),
-                                     cfg.data.batch_size, jax.process_index(),
-                                     jax.process_count(), cfg.data.workers)
+    train_data = loaders.train_dataset(loader("train", True), plan,
+                                       local_batch, cfg.data.workers)
+    val_data = loaders.eval_dataset(loader("val", False),
+                                    cfg.data.batch_size, jax.process_index(),
+                                    jax.process_count(), cfg.data.workers)
 
     model = build_for_task(cfg, n_classes, inputs.meta_encoder.dim)
     if cfg.model.init_from and not resume:  # a resumed run's checkpoint holds its weights

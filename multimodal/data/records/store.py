@@ -19,9 +19,8 @@ import socket
 
 import pandas as pd
 
-from multimodal.data import prepare as records
-from multimodal.data.prepare import MANIFEST, inputs_hash, prepared_settings
-from multimodal.data.splits import content_hashes
+from multimodal.data.records.prepare import MANIFEST, inputs_hash, prepare, prepared_settings
+from multimodal.data.split.grouped import content_hashes
 from multimodal.data.table import DatasetTable
 
 PREPARED_ENV = "MULTIMODAL_PREPARED"
@@ -107,7 +106,7 @@ def prepare_shared(table: DatasetTable, split: pd.DataFrame, image_size: int = 2
     tmp = _temp_dir(path)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        manifest = records.prepare(table, split, tmp, image_size, column=column, encoding=encoding,
+        manifest = prepare(table, split, tmp, image_size, column=column, encoding=encoding,
                            workers=workers, hashes=hashes, on_missing=on_missing,
                            geometry=geometry, progress=progress)
         try:

@@ -67,7 +67,7 @@ import math
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from multimodal.data.augment import apply_gains, reencode_jpeg, squash_square
+from multimodal.data.images.augment import apply_gains, reencode_jpeg, squash_square
 from multimodal.errors import ConfigError
 
 RANGES = {"contrast": (0.6, 1.5), "saturation": (0.5, 1.6), "white_balance": (0.8, 1.2),
@@ -99,7 +99,7 @@ def parse_severity(value) -> int | None:
     text = str(value).strip()
     if not text.isdigit() or int(text) not in SEVERITIES:
         raise ConfigError(f"severity {value!r}: must be an integer 1-5 (1 mildest, 5 "
-                          "strongest; multimodal/data/shift.py SEVERITY lists each level)",
+                          "strongest; multimodal/data/images/shift.py SEVERITY lists each level)",
                           "pass --severity 1, 2, 3, 4 or 5")
     return int(text)
 
@@ -339,7 +339,8 @@ def write_shifted_copy(table, image_ids, out: str, shifts, seed: int = 0,
                   "classes": list(table.classes), "name": f"{table.name}_shifted"}}}
     path = os.path.join(out, "dataset.yaml")
     with open(path + ".tmp", "w") as f:  # renamed when complete: a reader never sees half
-        f.write("# A shifted copy written by scripts/shift_testset.py (multimodal/data/shift.py):\n"
+        f.write("# A shifted copy written by scripts/shift_testset.py "
+                "(multimodal/data/images/shift.py):\n"
                 f"# {len(rows)} rows of {table.name}, shifts {','.join(shifts)}, seed {seed}"
                 + (f", severity {severity}" if severity else "") + "\n")
         yaml.safe_dump(config, f, sort_keys=False)

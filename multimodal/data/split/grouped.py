@@ -249,6 +249,6 @@ def check_leakage(table: DatasetTable, split: pd.DataFrame, column: str | None =
         if not allow:
             raise LeakageError(message, "Re-split by group: unset data.split_file (--set "
                                "data.split_file=null) for a grouped split, or make the file "
-                               "with multimodal.data.splits.grouped_kfold / train_val_test")
+                               "with multimodal.data.split.grouped.grouped_kfold / train_val_test")
         warnings.warn(message, LeakageWarning, stacklevel=2)
     return problems

@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from multimodal.data.augment import apply_ops, apply_ops_with_mask, parse_ops
-from multimodal.data.geometry import crop, fit  # noqa: F401 (crop: used by benchmarks)
-from multimodal.data.metadata import MetadataEncoder, is_missing
-from multimodal.data.prepare import MASK, decode_mask, record_metadata
+from multimodal.data.images.augment import apply_ops, apply_ops_with_mask, parse_ops
+from multimodal.data.images.geometry import crop, fit  # noqa: F401 (crop: used by benchmarks)
+from multimodal.data.pipeline.metadata import MetadataEncoder, is_missing
+from multimodal.data.records.prepare import MASK, decode_mask, record_metadata
 from multimodal.errors import ConfigError
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)

@@ -7,7 +7,7 @@ import os
 import pandas as pd
 
 from multimodal.config import DataConfig
-from multimodal.data import splits
+from multimodal.data.split import grouped
 from multimodal.data.sources import load_source
 from multimodal.data.table import DatasetTable
 from multimodal.errors import ConfigError
@@ -59,20 +59,20 @@ def resolve_split(table: DatasetTable, cfg: DataConfig, save_to: str | None = No
     fold = cfg.fold
     if cfg.split_file:
         path = cfg.split_file
-        split = splits.load_split(path, table)
+        split = grouped.load_split(path, table)
     else:
         path = None
         if fold is not None:
             if cfg.folds < 3:
                 raise ConfigError(f"data.folds: {cfg.folds} folds leave no training fold "
                                   "(one is test, one validation)", "--set data.folds=5")
-            split = splits.grouped_kfold(table, cfg.folds, seed=cfg.split_seed,
-                                         stratify=tuple(cfg.stratify), bins=_bins(cfg),
-                                         by=cfg.split_by)
-        else:
-            split = splits.train_val_test(table, val=cfg.val, test=cfg.test, seed=cfg.split_seed,
+            split = grouped.grouped_kfold(table, cfg.folds, seed=cfg.split_seed,
                                           stratify=tuple(cfg.stratify), bins=_bins(cfg),
-                                         by=cfg.split_by)
+                                          by=cfg.split_by)
+        else:
+            split = grouped.train_val_test(table, val=cfg.val, test=cfg.test, seed=cfg.split_seed,
+                                           stratify=tuple(cfg.stratify), bins=_bins(cfg),
+                                           by=cfg.split_by)
     if fold is not None:
         if "fold" not in split.columns:
             raise ConfigError(f"data.fold={fold} needs a K-fold split file (a 'fold' column); "
@@ -87,15 +87,15 @@ def resolve_split(table: DatasetTable, cfg: DataConfig, save_to: str | None = No
         if not 0 <= fold < n:
             raise ConfigError(f"data.fold={fold} is not among the folds 0..{n - 1} of "
                               f"{path or 'the split'}", f"--set data.fold=0 (up to {n - 1})")
-        split = split.assign(split=splits.fold_roles(split["fold"], fold).to_numpy())
+        split = split.assign(split=grouped.fold_roles(split["fold"], fold).to_numpy())
     elif "split" not in split.columns:
         raise ConfigError(f"{path} is a K-fold split file (a 'fold' column): choose the run's "
                           "test fold with data.fold (fold k+1 then validates, the rest train)",
                           "--set data.fold=0")
-    splits.check_leakage(table, split, allow=cfg.split_by == "image", hashes=hashes)
+    grouped.check_leakage(table, split, allow=cfg.split_by == "image", hashes=hashes)
     if save_to:
         os.makedirs(os.path.dirname(os.path.abspath(save_to)), exist_ok=True)
-        splits.save_split(split, save_to)
+        grouped.save_split(split, save_to)
     return split
 
 

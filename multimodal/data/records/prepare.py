@@ -3,7 +3,7 @@
 One TFDS dataset per prepared folder with one split per part (train/val/test
 or fold_k). Each record holds the encoded image (JPEG or PNG, fitted to
 `image_size` by `data.geometry`: the covering resize for `crop`, the final input
-for `squash` and `pad`; see geometry.py), the label, group and image ids, and the raw
+for `squash` and `pad`; see images/geometry.py), the label, group and image ids, and the raw
 metadata fields (numbers as float32 with NaN for missing, categories as text). A table
 with masks (`mask_path`, segmentation) adds `seg_mask`: the mask as a 0/255 PNG, fitted
 like its image with nearest-neighbour resampling; the masks' bytes join the inputs hash.
@@ -31,8 +31,8 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from multimodal.data import geometry as geometry_lib
-from multimodal.data.splits import content_hashes
+from multimodal.data.images import geometry as geometry_lib
+from multimodal.data.split.grouped import content_hashes
 from multimodal.errors import DataError, PreparedMismatch
 from multimodal.data.table import DatasetTable
 
@@ -173,7 +173,7 @@ def prepare(table: DatasetTable, split: pd.DataFrame, out_dir: str, image_size: 
     (the leak check computes the same ones). An image that does not decode (truncated,
     empty, not an image) raises a `DataError` naming the file and row, or with
     `on_missing="drop"` is left out with a warning (listed in the manifest).
-    `geometry`: how pictures become `image_size` inputs (geometry.py). `progress`: a
+    `geometry`: how pictures become `image_size` inputs (images/geometry.py). `progress`: a
     progress bar of the records written (None: only on a terminal).
     """
     if encoding not in ("jpeg", "png"):

@@ -16,7 +16,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from multimodal.data import geometry as geometry_lib
+from multimodal.data.images import geometry as geometry_lib
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:

@@ -15,8 +15,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from multimodal.data.geometry import fit
-from multimodal.data.pipeline import decode
+from multimodal.data.images.geometry import fit
+from multimodal.data.pipeline.loaders import decode
 from multimodal.errors import ConfigError
 
 METHODS = ("random", "smote", "adasyn")

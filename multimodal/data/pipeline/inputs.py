@@ -16,12 +16,14 @@ import numpy as np
 
 from multimodal import tasks
 from multimodal.config import Config
-from multimodal.data import geometry, pipeline, prepare, store
-from multimodal.data.augment import OPS, parse_ops
-from multimodal.data.build import load_table, resolve_split
-from multimodal.data.metadata import MetadataEncoder
-from multimodal.data.splits import SPLIT_FILE, content_hashes
-from multimodal.data.resample import oversampled_source
+from multimodal.data.images import geometry
+from multimodal.data.pipeline import loaders
+from multimodal.data.records import prepare, store
+from multimodal.data.images.augment import OPS, parse_ops
+from multimodal.data.split.build import load_table, resolve_split
+from multimodal.data.pipeline.metadata import MetadataEncoder
+from multimodal.data.split.grouped import SPLIT_FILE, content_hashes
+from multimodal.data.pipeline.resample import oversampled_source
 
 
 @dataclasses.dataclass
@@ -30,7 +32,7 @@ class Inputs:
     sources: dict  # split name -> random-access source
     frames: dict  # split name -> DataFrame of ids, labels, raw metadata
     meta_encoder: MetadataEncoder
-    normalizer: pipeline.Normalizer
+    normalizer: loaders.Normalizer
     table_frame: object  # the full standard table (for subgroup analysis)
     image_hashes: dict | None = None  # image_id -> sha256 of the source image file
     prepared_dir: str | None = None  # the prepared folder the sources read
@@ -90,9 +92,9 @@ def build_inputs(cfg: Config, workdir: str, meta_encoder=None, normalizer=None) 
                                               cfg.train.seed, cfg.data.geometry)
         frames["train"] = prepare.split_frame(sources["train"], manifest)
     if normalizer is None:
-        normalizer = pipeline.fit_normalizer(sources["train"], preprocessing_ops(cfg),
-                                             cfg.data.image_size, cfg.data.normalize,
-                                             geometry=cfg.data.geometry)
+        normalizer = loaders.fit_normalizer(sources["train"], preprocessing_ops(cfg),
+                                            cfg.data.image_size, cfg.data.normalize,
+                                            geometry=cfg.data.geometry)
     return Inputs(manifest, sources, frames, meta_encoder, normalizer, table.frame,
                   dict(zip(table.frame["image_id"], hashes)), prepared_dir)
 
@@ -139,11 +141,11 @@ def median_aspect_ratios(table, split, column: str) -> dict:
 
 
 def example_loader(cfg: Config, inputs: Inputs, split: str, train: bool,
-                   features=None) -> pipeline.ExampleLoader:
+                   features=None) -> loaders.ExampleLoader:
     """Loader of one split; with `features` ([N, views, ...] in split order, from a
     feature cache) examples carry cached encoder features instead of images."""
     ops = cfg.data.augment if train else preprocessing_ops(cfg)
-    return pipeline.ExampleLoader(
+    return loaders.ExampleLoader(
         inputs.sources[split], inputs.classes, inputs.meta_encoder, inputs.manifest["metadata"],
         ops,
         cfg.data.image_size, inputs.normalizer, train=train, seed=cfg.train.seed,

@@ -1,0 +1,2 @@
+"""Operations on pictures: picture -> model input (geometry), named augmentation and
+preprocessing ops (augment), acquisition shifts (shift), lesion crops (lesion_crop)."""

@@ -73,6 +73,52 @@ def test_no_package_imports_one_to_its_right():
     assert violations() == []
 
 
+# inside the data layer, the steps in the same one-way order: a part of multimodal/data imports
+# only its own part or parts to its left (sources never reach splits, records or loaders)
+DATA_LAYERS = [
+    {"table", "images", "sample"},  # the table every source produces; operations on pictures
+    {"sources"},
+    {"split"},
+    {"records"},
+    {"pipeline", "explore"},
+]
+
+
+def _data_layer(part: str) -> int:
+    for i, names in enumerate(DATA_LAYERS):
+        if part in names:
+            return i
+    raise AssertionError(f"multimodal.data.{part} is in no layer of DATA_LAYERS: add it")
+
+
+def data_violations(package: pathlib.Path = None) -> list[str]:
+    data = (package or PACKAGE) / "data"
+    found = []
+    for path in sorted(data.rglob("*.py")):
+        rel = path.relative_to(data)
+        own = rel.parts[0].removesuffix(".py")
+        if own == "__init__":
+            continue
+        for line, names in _imports(path):
+            for name in names:
+                parts = name.split(".")
+                if parts[1] != "data" or len(parts) < 3 or parts[2] == own:
+                    continue
+                if _data_layer(parts[2]) > _data_layer(own):
+                    found.append(f"data/{rel.as_posix()}:{line} imports multimodal.data.{parts[2]} "
+                                 "(to its right)")
+    return sorted(set(found))
+
+
+def test_data_steps_import_only_to_their_left(tmp_path):
+    assert data_violations() == []
+    fake = tmp_path / "multimodal" / "data" / "sources"
+    fake.mkdir(parents=True)
+    (fake / "bad.py").write_text("def f():\n    from multimodal.data.pipeline import loaders\n")
+    assert data_violations(tmp_path / "multimodal") == [
+        "data/sources/bad.py:2 imports multimodal.data.pipeline (to its right)"]
+
+
 def test_the_check_sees_a_backward_import(tmp_path, monkeypatch):
     """The checker itself can fail: a models module importing the trainer is caught."""
     fake = tmp_path / "multimodal"

@@ -72,9 +72,9 @@ def main(argv=None) -> int:
 
 def write_crops(run, frame, masks, inputs, cfg, args, out: str) -> list[dict]:
     import pandas as pd
-    from PIL import Image
     from tqdm import tqdm
 
+    from multimodal.data.images.dicom import image_size
     from multimodal.data.images.lesion_crop import lesion_box, write_crop
 
     paths = inputs.table_frame.set_index("image_id")["image_path"]
@@ -82,8 +82,7 @@ def write_crops(run, frame, masks, inputs, cfg, args, out: str) -> list[dict]:
     for i, image_id in enumerate(tqdm(frame["image_id"], desc="cropping", unit="img",
                                       disable=not sys.stderr.isatty())):
         source = paths[image_id]
-        with Image.open(source) as im:
-            size = im.size
+        size = image_size(source)
         mask = masks["pred"][i]
         box = lesion_box(mask, size, run.cfg.data.geometry, args.margin)
         write_crop(source, os.path.join(out, "images", f"{image_id}.jpg"), box)

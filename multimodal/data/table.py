@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from multimodal.data.images.dicom import image_size, open_image
 from multimodal.errors import DataError
 from multimodal.errors import ConfigError
 
@@ -107,9 +108,13 @@ def _image_problem(path: str, verify: Verify) -> str | None:
     if os.path.getsize(path) == 0:
         return "empty image file (0 bytes)"
     try:
-        with Image.open(path) as im:
-            if verify == "decode":
+        if verify == "decode":
+            with open_image(path) as im:
                 im.load()  # a full decode: verify() alone misses truncated JPEGs
+        else:
+            image_size(path)  # the header (DICOM: one frame, a decoder for its compression)
+    except DataError as exc:  # a DICOM file of a kind not read, or damaged
+        return exc.problem
     except Exception as exc:  # noqa: BLE001 - any decoder failure makes the file unusable
         return f"unreadable image ({type(exc).__name__}: {exc})"
     return None
@@ -127,13 +132,12 @@ def _mask_problem(mask_path: str, image_path: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any decoder failure makes the file unusable
         return f"unreadable mask ({type(exc).__name__}: {exc}): {mask_path}"
     try:
-        with Image.open(image_path) as im:
-            image_size = im.size
+        size_of_image = image_size(image_path)
     except Exception:  # noqa: BLE001 - the image check reports unreadable images
-        image_size = size
-    if size != image_size:
+        size_of_image = size
+    if size != size_of_image:
         return (f"mask size {size[0]}x{size[1]} differs from its image's "
-                f"{image_size[0]}x{image_size[1]}: {mask_path} (image {image_path})")
+                f"{size_of_image[0]}x{size_of_image[1]}: {mask_path} (image {image_path})")
     if mask.ndim == 3:
         if (mask != mask[..., :1]).any():
             return f"mask is not binary (colour, channels differ): {mask_path}"

@@ -38,6 +38,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from multimodal.data.images.dicom import image_size
 from multimodal.errors import ConfigError
 
 GEOMETRIES = ("crop", "squash", "pad")
@@ -179,9 +180,9 @@ def aspect_ratios(paths) -> np.ndarray:
     out = []
     for path in paths:
         try:
-            with Image.open(path) as im:
-                out.append(im.size[0] / im.size[1])
-        except (OSError, ValueError, ZeroDivisionError):
+            w, h = image_size(path)  # DICOM too (dicom.py)
+            out.append(w / h)
+        except (OSError, ValueError, ZeroDivisionError):  # DataError is a ValueError
             out.append(np.nan)
     return np.asarray(out, np.float64)
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from PIL import Image
 
 from multimodal.data.images import geometry as geometry_lib
+from multimodal.data.images.dicom import open_image
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -44,7 +44,7 @@ def lesion_box(mask: np.ndarray, source_size: tuple[int, int], geometry: str,
 
 
 def write_crop(source_path: str, target_path: str, box, quality: int = 95) -> None:
-    with Image.open(source_path) as im:
+    with open_image(source_path) as im:
         crop = im.convert("RGB").crop(tuple(box))
     os.makedirs(os.path.dirname(target_path), exist_ok=True)
     crop.save(target_path, quality=quality)

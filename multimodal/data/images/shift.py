@@ -68,6 +68,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from multimodal.data.images.augment import apply_gains, reencode_jpeg, squash_square
+from multimodal.data.images.dicom import open_image
 from multimodal.errors import ConfigError
 
 RANGES = {"contrast": (0.6, 1.5), "saturation": (0.5, 1.6), "white_balance": (0.8, 1.2),
@@ -320,7 +321,7 @@ def write_shifted_copy(table, image_ids, out: str, shifts, seed: int = 0,
     for i, row in enumerate(tqdm(rows.itertuples(), total=len(rows), unit="img",
                                  desc="shifting", disable=not progress)):
         rng = np.random.default_rng([seed, i])
-        with Image.open(row.image_path) as image:
+        with open_image(row.image_path) as image:
             shifted, params = shift_image(image, shifts, rng, severity)
         shifted.save(os.path.join(out, "images", f"{row.image_id}.png"))
         drawn.append({"image_id": row.image_id, **({"severity": severity} if severity else {}),

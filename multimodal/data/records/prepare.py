@@ -32,6 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from multimodal.data.images import geometry as geometry_lib
+from multimodal.data.images.dicom import open_image
 from multimodal.data.split.grouped import content_hashes
 from multimodal.errors import DataError, PreparedMismatch
 from multimodal.data.table import DatasetTable
@@ -76,10 +77,13 @@ def resize_short_side(image: Image.Image, size: int) -> Image.Image:
 def read_rgb(path: str) -> Image.Image:
     """The picture at `path` decoded whole, as RGB. A file that does not decode (truncated,
     empty, not an image) is a DataError naming it: what PIL raises differs by format and
-    damage (OSError, SyntaxError, struct.error, DecompressionBombError, ...)."""
+    damage (OSError, SyntaxError, struct.error, DecompressionBombError, ...). DICOM files
+    are windowed to 8 bits first (dicom.py), and say themselves why one is not read."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             return im.convert("RGB")
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any decoder failure makes the file unusable
         raise DataError(f"unreadable image ({type(exc).__name__}: {' '.join(str(exc).split())})",
                         path, hint="replace the file, or set data.on_missing=drop to leave "

@@ -7,6 +7,7 @@ import warnings
 
 import pandas as pd
 
+from multimodal.data.images.dicom import DICOM_EXTENSIONS, fill_from_headers, is_dicom
 from multimodal.errors import DataError
 from multimodal.data.sources.ham10000 import index_images
 from multimodal.data.table import DatasetTable, finalize, parse_age, read_csv, require_columns
@@ -54,10 +55,12 @@ def load_covid(
     Rows listing the same file twice are de-duplicated (the file is kept once)
     and their patient ids merged into one group, so the picture cannot land in
     two splits. `index_csv` (source_file -> stored_file) maps renamed images.
+    DICOM images (.dcm): blank sex / age / view cells, or the columns when absent, come from
+    the image's header (PatientSex, PatientAge, ViewPosition); a CSV value wins.
     """
     mapping = LABEL_MAPS[label_map] if isinstance(label_map, str) else dict(label_map)
     frame = read_csv(metadata_csv)
-    require_columns(frame, ["patientid", "finding", "filename", "sex", "age", "view"], metadata_csv)
+    require_columns(frame, ["patientid", "finding", "filename"], metadata_csv)
     if modality:
         frame = frame[frame["modality"].str.strip() == modality] if "modality" in frame else frame
     frame = frame.assign(group_id="patient_" + frame["patientid"].str.strip())
@@ -80,6 +83,7 @@ def load_covid(
         stored = stored.map(dict(zip(index["source_file"], index["stored_file"]))).fillna(stored)
     frame["image_id"] = stored.map(lambda s: os.path.splitext(s)[0])
     frame["image_path"] = [os.path.join(image_dir, s) for s in stored]
+    frame = fill_from_headers(frame, ["sex", "age", "view"], metadata_csv)
     frame["sex"] = frame["sex"].str.strip().replace("", "unknown")
     frame["view"] = frame["view"].str.strip().replace("", "unknown")
     frame = parse_age(frame, "age", metadata_csv, on_missing)
@@ -106,8 +110,11 @@ def load_siim(
     """SIIM-FISABIO-RSNA COVID-19: study-level labels joined to images by study.
 
     Classes are negative/typical/indeterminate/atypical, or none/opacity with
-    `binary=True`. Images (converted from DICOM) are `<image_dir>/<image id>.png|jpg`;
-    the study is the group (the CSVs carry no patient id).
+    `binary=True`. Images are `<image_dir>/<image id>.png|jpg` (converted from DICOM), or the
+    competition's own DICOM files `<image id>.dcm` anywhere below `image_dir` (its
+    `train/<study>/<series>/` folders); a converted image wins over a .dcm of the same id.
+    The study is the group (the CSVs carry no patient id). With DICOM images the table has
+    the metadata age, sex and view from their headers (blank where a header has none).
     """
     studies = read_csv(study_csv)
     require_columns(studies, ["id"] + list(SIIM_STUDY), study_csv)
@@ -126,9 +133,28 @@ def load_siim(
         frame["label"] = frame["label"].map(
             {"negative": "none", "typical": "opacity", "indeterminate": "opacity",
              "atypical": "opacity"}).fillna(frame["label"])
-    index = index_images([image_dir])
+    index = {**_dicom_index(image_dir), **index_images([image_dir])}
     frame["image_path"] = [index.get(i, os.path.join(image_dir, i + ".png"))
                            for i in frame["image_id"]]
+    metadata = {}
+    if any(is_dicom(p) for p in frame["image_path"]):
+        frame = fill_from_headers(frame, ["age", "sex", "view"], image_csv)
+        frame = parse_age(frame, "age", image_csv, on_missing)
+        for column in ("sex", "view"):
+            frame[column] = frame[column].str.strip().replace("", "unknown")
+        metadata = {"age": "numeric", "sex": "categorical", "view": "categorical"}
     classes = ("none", "opacity") if binary else tuple(SIIM_STUDY.values())
-    return finalize(frame, classes, {}, file=image_csv, name="siim_covid",
+    return finalize(frame, classes, metadata, file=image_csv, name="siim_covid",
                     on_missing=on_missing, verify=verify)
+
+
+def _dicom_index(folder: str) -> dict[str, str]:
+    """Image id (file stem) -> path of the .dcm files anywhere below `folder`, sorted."""
+    index: dict[str, str] = {}
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in DICOM_EXTENSIONS:
+                index.setdefault(stem, os.path.join(root, name))
+    return index

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from multimodal.data.images.dicom import HEADER_FIELDS, fill_from_headers
 from multimodal.data.table import (DatasetTable, finalize, parse_age, read_csv,
                                    require_columns)
 from multimodal.errors import ConfigError
@@ -31,14 +32,19 @@ def load(
     no group column each image is its own group: say so in your report, since
     grouped splitting then cannot protect against repeated patients.
     A metadata column named `age` gets the age range checks.
+    DICOM images (.dcm): metadata columns named `age`, `sex` and `view` take the value of the
+    image's header (PatientAge in years, PatientSex, ViewPosition) where the CSV cell is
+    blank or the CSV has no such column; a CSV value wins (dicom.py).
     `masks` (segmentation runs): `mask_column` names each image's binary mask, relative to
     `mask_root` (default: the image root).
     """
     metadata = dict(metadata or {})
     frame = read_csv(csv)
-    require_columns(frame, [image_column, label_column, *(metadata)], csv)
+    require_columns(frame, [image_column, label_column,
+                            *(c for c in metadata if c not in HEADER_FIELDS)], csv)
     root = image_root or os.path.dirname(os.path.abspath(csv))
     frame["image_path"] = [os.path.join(root, p) for p in frame[image_column]]
+    frame = fill_from_headers(frame, list(metadata), csv)
     frame["image_id"] = (frame[id_column] if id_column else
                          frame[image_column].map(lambda p: os.path.splitext(p)[0]))
     frame["label"] = frame[label_column].str.strip()

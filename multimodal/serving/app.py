@@ -2,7 +2,10 @@
 
     GET  /              the page (static/index.html, the model's vocabulary filled in)
     POST /predict       multipart form: `image` (file) and optional metadata fields, `saliency`,
-                        `explain`; JSON: probabilities, top class, explanation, overlay PNG
+                        `explain`; JSON: probabilities, top class, explanation, overlay PNG;
+                        for a DICOM upload also `image_png`, the windowed picture as a PNG
+                        (browsers cannot show DICOM: the page previews it), and metadata
+                        fields not given are taken from its header (age, sex, view)
     GET  /model         classes, metadata vocabulary, explanation method, disclaimer
     GET  /model-card    the model folder's MODEL_CARD.md (text/markdown; export.py writes
                         one), linked from the page; 404 when the folder has none
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import inspect
+import io
 import json
 import os
 
@@ -35,8 +39,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from multimodal.errors import UserError
 from multimodal.serving.fields import MetadataInputError
+from multimodal.data.dicom import is_dicom
 from multimodal.serving.images import (DEFAULT_MAX_ASPECT, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS,
-                                       load_image, mib)
+                                       header_metadata, load_image, mib)
 from multimodal.serving.model_card import CARD
 from multimodal.serving.overlay import overlay_png
 from multimodal.serving.predictor import DISCLAIMER, Predictor
@@ -115,7 +120,8 @@ class ErrorBody(BaseModel):
 ERRORS = {status: {"model": ErrorBody, "description": what} for status, what in [
     (400, "an empty, truncated or corrupt image"),
     (413, "a request over the upload limit, or an image over the pixel limit"),
-    (415, "a file that is no image Pillow can read"),
+    (415, "a file that is no image Pillow can read, or a DICOM file of a kind not read "
+          "(multi-frame, compressed with no decoder installed)"),
     (422, "a missing image, a field given twice, an unknown field, a metadata value the "
           "model does not accept, an image over the aspect-ratio limit")]}
 
@@ -140,6 +146,15 @@ def _validation_message(exc: RequestValidationError) -> str:
         else:
             parts.append(f"{field}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
+
+
+def _png_data_url(picture, side: int = 512) -> str:
+    """A preview of `picture` (at most `side` px a side) as a PNG data URL."""
+    picture = picture.copy()
+    picture.thumbnail((side, side))
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def public_model(predictor: Predictor) -> dict:
@@ -233,10 +248,14 @@ def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_BYTES,
                  if kwargs.get(f"field_{i}") not in (None, "")}
         try:
             metadata = predictor.check_metadata(given)
-            picture = None
+            picture, preview = None, None
             if predictor.uses_image:
                 data = upload.file.read(max_upload_bytes + 1)
                 picture = load_image(data, "image", max_upload_bytes, max_pixels, max_aspect)
+                if is_dicom(data):  # the header fills fields not given; the page's preview
+                    metadata = predictor.check_metadata({**header_metadata(data, vocab),
+                                                         **given})
+                    preview = _png_data_url(picture)
             [result] = predictor.predict([picture], [metadata], explain=explain,
                                          saliency=saliency and predictor.uses_image,
                                          saliency_steps=saliency_steps)
@@ -245,6 +264,8 @@ def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_BYTES,
         except UserError as exc:
             return _error(getattr(exc, "status", 400), exc.one_line())
         out = {**result.to_dict(), "disclaimer": DISCLAIMER}
+        if preview is not None:
+            out["image_png"] = preview
         if result.saliency is not None:
             png = overlay_png(*result.saliency)
             out["saliency_png"] = "data:image/png;base64," + base64.b64encode(png).decode()
@@ -255,7 +276,8 @@ def create_app(predictor: Predictor, max_upload_bytes: int = DEFAULT_MAX_BYTES,
               inspect.Parameter("image", inspect.Parameter.KEYWORD_ONLY, annotation=UploadFile,
                                 default=File(... if predictor.uses_image else None,
                                              description="a dermatoscopic image (JPEG, PNG, "
-                                             "TIFF, BMP or WebP)"))]
+                                             "TIFF, BMP or WebP) or an X-ray (DICOM, "
+                                             "single frame)"))]
     for i, (name, spec) in enumerate(vocab.items()):
         extra = {"enum": spec["categories"]} if spec["kind"] == "categorical" else {}
         what = (f"one of {spec['categories']}" if spec["kind"] == "categorical" else

@@ -12,7 +12,8 @@ import os
 from multimodal.errors import DataError, UserError
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm",
+                    ".dicom")
 PATH_COLUMNS = ("image_path", "path", "image", "file", "filename")
 
 
@@ -77,9 +78,12 @@ def check_columns(predictor, items) -> None:
 
 
 def check_row(predictor, item: dict, flags: dict) -> dict:
-    """The checked metadata of one input: CSV cells over flags; CSV columns that are no
-    field of the model (labels, ids) are ignored."""
-    given = dict(flags)
+    """The checked metadata of one input: CSV cells over flags over a DICOM image's header
+    (age, sex, view, where the model accepts the value); CSV columns that are no field of
+    the model (labels, ids) are ignored."""
+    from multimodal.serving.images import header_metadata
+
+    given = {**header_metadata(item["path"], predictor.vocabulary), **flags}
     if item["where"]:
         given.update({k: v for k, v in item["given"].items() if k in predictor.vocabulary})
     try:

@@ -12,6 +12,9 @@ Modes: 8-bit pictures (RGB, grayscale, palette, CMYK, with or without alpha) bec
 `Image.convert("RGB")`, exactly as preparation does for training images (alpha is dropped,
 not composited). 16-bit and 32-bit integer or float pictures, which that conversion would
 clip at 255, are scaled to 8 bits first (by their bit depth; floats by their range).
+DICOM (bytes with the `DICM` marker at 128) is read with pydicom as in training
+(data/dicom.py: Modality LUT, window, MONOCHROME1 inverted, 8 bits); its Rows x Columns
+go through the same pixel and aspect limits before its pixel data is decoded.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from multimodal.data import dicom
 from multimodal.errors import DataError
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # an upload (serve.py --max-upload-mb)
@@ -31,7 +35,7 @@ DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # a local file: 40 MP as a 16-bit TI
 DEFAULT_MAX_PIXELS = 40_000_000  # ~6300 x 6300; dermatoscopes give at most a few megapixels
 DEFAULT_MAX_ASPECT = 10.0  # long side / short side; dermatoscopic images are about 4:3
 LOCAL_OPTIONS = {"bytes": "--max-file-mb", "pixels": "--max-pixels", "aspect": "--max-aspect"}
-ACCEPTED = "JPEG, PNG, TIFF, BMP or WebP"
+ACCEPTED = "JPEG, PNG, TIFF, BMP, WebP or DICOM"
 
 
 def mib(n: int) -> str:
@@ -101,6 +105,8 @@ def load_image(data: bytes, name: str = "image", max_bytes: int = DEFAULT_MAX_BY
     if not data:
         raise ImageInputError("the file is empty (0 bytes)", 400, name)
     check_size(len(data), name, max_bytes, options)
+    if dicom.is_dicom(data) or name.lower().endswith(dicom.DICOM_EXTENSIONS):
+        return _load_dicom(data, name, max_pixels, max_aspect, options)
     try:  # Pillow's own bomb warning is left to `max_pixels`, which may be set above it
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -125,6 +131,41 @@ def load_image(data: bytes, name: str = "image", max_bytes: int = DEFAULT_MAX_BY
     except (ValueError, OSError) as exc:
         raise ImageInputError(f"image mode {im.mode!r} cannot be converted to RGB ({exc})",
                               415, name) from None
+
+
+def _load_dicom(data: bytes, name: str, max_pixels: int, max_aspect: float,
+                options: dict | None) -> Image.Image:
+    """A DICOM file: header checks (one frame, a decoder), the size limits, then the pixels."""
+    try:
+        ds = dicom.read_dataset(data, name)
+        check_shape(*dicom.check_header(ds, name), name, max_pixels, max_aspect, options)
+        return Image.fromarray(dicom.to_uint8(ds, name)).convert("RGB")
+    except dicom.DicomError as exc:
+        raise ImageInputError(exc.problem, exc.status, name) from None
+
+
+def header_metadata(source, vocab: dict) -> dict:
+    """The metadata fields of `vocab` a DICOM file's header gives (age, sex, view: dicom.py),
+    as text, each only when the model accepts its value (sex as its code M/F/O or its word
+    male/female/other; another value is left out: masked). {} for other files."""
+    from multimodal.serving.fields import parse_value
+
+    if not dicom.is_dicom(source):
+        return {}
+    found = {}
+    for field, value in dicom.header_metadata(source).items():
+        if field in vocab and value is not None:
+            texts = [f"{value:g}" if isinstance(value, float) else str(value)]
+            if field == "sex" and value in dicom.SEX_WORDS:
+                texts.append(dicom.SEX_WORDS[value])
+            for text in texts:
+                try:
+                    parse_value(field, text, vocab[field])
+                except DataError:
+                    continue
+                found[field] = text
+                break
+    return found
 
 
 def read_image_file(path: str, max_bytes: int = DEFAULT_MAX_FILE_BYTES,

@@ -1,4 +1,4 @@
-"""DICOM inputs (multimodal/data/dicom.py): small files written with pydicom itself, read to 8
+"""DICOM inputs (multimodal/data/images/dicom.py): small files written with pydicom itself, read to 8
 bits (Modality LUT, window, MONOCHROME1, 12/16 bits), refused when multi-frame or compressed
 without a decoder, header metadata under the CSV's, and one tiny chest X-ray run through
 training, evaluation, predict.py and the web demo that never writes the patient's name or ID."""

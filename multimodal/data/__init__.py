@@ -8,7 +8,8 @@
                hash (store)
     pipeline/  Grain loaders (loaders), the fitted metadata encoder (metadata), oversampling
                (resample), and inputs.py, which ties every step together for a config
-    images/    operations on pictures (geometry, augment, shift, lesion_crop), used by records
+    images/    picture files and operations on pictures (dicom: the one opener of any image
+               file; geometry, augment, shift, lesion_crop), used by table, records
                and pipeline
     explore.py plots and a summary of a table
     sample/    the bundled HAM10000 sample

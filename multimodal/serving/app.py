@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from multimodal.errors import UserError
 from multimodal.serving.fields import MetadataInputError
-from multimodal.data.dicom import is_dicom
+from multimodal.data.images.dicom import is_dicom
 from multimodal.serving.images import (DEFAULT_MAX_ASPECT, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS,
                                        header_metadata, load_image, mib)
 from multimodal.serving.model_card import CARD

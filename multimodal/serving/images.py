@@ -13,7 +13,7 @@ Modes: 8-bit pictures (RGB, grayscale, palette, CMYK, with or without alpha) bec
 not composited). 16-bit and 32-bit integer or float pictures, which that conversion would
 clip at 255, are scaled to 8 bits first (by their bit depth; floats by their range).
 DICOM (bytes with the `DICM` marker at 128) is read with pydicom as in training
-(data/dicom.py: Modality LUT, window, MONOCHROME1 inverted, 8 bits); its Rows x Columns
+(data/images/dicom.py: Modality LUT, window, MONOCHROME1 inverted, 8 bits); its Rows x Columns
 go through the same pixel and aspect limits before its pixel data is decoded.
 """
 

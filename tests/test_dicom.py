@@ -20,7 +20,7 @@ from pydicom.uid import (ExplicitVRLittleEndian, JPEGLSLossless, SecondaryCaptur
                          generate_uid)
 from scripts_helper import run_script
 
-from multimodal.data import dicom
+from multimodal.data.images import dicom
 from multimodal.errors import DataError
 
 NAME, PATIENT_ID = "Planted^Patientname", "PLANTED-ID-4711"  # must never leave the files

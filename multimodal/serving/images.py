@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from multimodal.data import dicom
+from multimodal.data.images import dicom
 from multimodal.errors import DataError
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # an upload (serve.py --max-upload-mb)

@@ -89,6 +89,11 @@ class RunCheckpoints:
         (the EMA parameters) as its model when given."""
         self.latest.save(step, args=self._args(model, optimizer, progress), force=True)
         if metrics is not None:
+            if jax.process_count() > 1:
+                # Each manager's background finalize meets the other hosts at a barrier of the
+                # same name; two managers finalizing at once collide ("Barrier ... is already
+                # ongoing"), one host dies and the others wait for it forever.
+                self.latest.wait_until_finished()
             with use_weights(model, best_weights):
                 args = self._args(model, optimizer, progress)
                 self.best.save(step, args=args, metrics=metrics, force=True)

@@ -175,3 +175,33 @@ def test_evaluate_adapt_bn_refusals(bn_run, smoke_run, tmp_path):
                        check=False), "--adapt-bn")
     refused(run_script("evaluate.py", "--checkpoint", smoke_run, "--adapt-bn",
                        "--out", str(tmp_path / "n"), check=False), "no BatchNorm layers")
+
+
+def test_the_corruption_benchmark_scores_each_copy_adapted_beside_plain(bn_run, tmp_path):
+    """benchmarks.quality.shift_severity --adapt-bn: each cell also scored with BatchNorm
+    re-estimated on its own images, its drop against clean and its gain against the same
+    images as trained, both paired; a mean row per severity."""
+    import shutil
+
+    from benchmarks.quality import shift_severity
+
+    run, results = tmp_path / "run", tmp_path / "results"
+    shutil.copytree(bn_run, run)
+    assert shift_severity.main(["--checkpoint", str(run), "--smoke", "--bootstrap", "10",
+                                "--adapt-bn", "--results", str(results)]) == 0
+    data = json.loads((results / "shift_severity_smoke.json").read_text())
+    cell = data["cells"]["blur-s3"]
+    assert data["adapt_bn"] is True
+    for key in ("drop", "gain"):
+        assert set(cell["adapted"][key]) >= {"difference", "ci95"}
+    adapted = json.loads((run / "shift_severity-seed0" / "blur-s3_adapted" / "metrics.json")
+                         .read_text())
+    plain = json.loads((run / "shift_severity-seed0" / "blur-s3" / "metrics.json").read_text())
+    assert adapted["adapted_batchnorm"]["target_images"] == 75
+    assert "adapted_batchnorm" not in plain
+    table = (results / "shift_severity_smoke.md").read_text()
+    assert "adaptation gain" in table and "| **mean of 1** | 3 |" in table
+    # the gain is the adapted minus the plain evaluation of the same copy
+    gain = adapted["metrics"]["balanced_accuracy"]["value"] - \
+        plain["metrics"]["balanced_accuracy"]["value"]
+    assert abs(cell["adapted"]["gain"]["difference"] - gain) < 1e-9

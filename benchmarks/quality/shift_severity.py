@@ -5,6 +5,7 @@ each scored against the clean split with a paired lesion-bootstrap interval.
     python -m benchmarks.quality.shift_severity --checkpoint runs/ham
     python -m benchmarks.quality.shift_severity --checkpoint runs/ham --families blur noise jpeg \
         --severities 1 3 5
+    python -m benchmarks.quality.shift_severity --checkpoint runs/ham --adapt-bn  # + BN adapted
     python -m benchmarks.quality.shift_severity --checkpoint RUN --smoke --results /tmp/out  # 1 x 1
 
 Copies: RUN/shifted/<family>-s<level>-seed<N>, the folders `scripts/evaluate.py --shifted
@@ -13,7 +14,9 @@ RUN/shift_severity-seed<N>/clean and .../<family>-s<level> (reused while newer t
 run's checkpoints and made with the same number of resamples). Writes <name>.md / .json to
 --results (default benchmarks/results): balanced accuracy with its interval, its drop vs
 clean in points with a paired 95% interval (multimodal.evaluation.compare, lesions
-resampled), melanoma recall, ECE (top-class, before temperature scaling); and <name>.png,
+resampled), melanoma recall, ECE (top-class, before temperature scaling), a mean row per
+severity; with --adapt-bn the same copies scored with BatchNorm re-estimated on each
+(.../<family>-s<level>_adapted), its drop vs clean and its gain vs plain; and <name>.png,
 the drop against the severity per family. --smoke: one family (blur) at level 3 and 20
 resamples, a pipeline check whose numbers mean nothing.
 """
@@ -46,6 +49,10 @@ def parse_args(argv):
                         help="lesion resamples for every interval (default 1000; --smoke 20)")
     parser.add_argument("--smoke", action="store_true",
                         help="blur at level 3 and 20 resamples unless given: a pipeline check")
+    parser.add_argument("--adapt-bn", action="store_true",
+                        help="also score every copy (and the clean split) with the run's "
+                             "BatchNorm statistics re-estimated on its images, unlabelled "
+                             "(multimodal/evaluation/adapt.py, target statistics alone)")
     parser.add_argument("--results", default=RESULTS, help="folder of the table and plot")
     parser.add_argument("--name", default=None,
                         help="result file name (default shift_severity[_smoke])")
@@ -81,8 +88,10 @@ def shifted_copy(run: str, family: str, severity: int, seed: int) -> str:
     return path
 
 
-def evaluation(run: str, folder: str, data: str | None, n_boot: int) -> dict:
-    """metrics.json of the run on `data` (None: its test split) in `folder`; an earlier one
+def evaluation(run: str, folder: str, data: str | None, n_boot: int,
+               adapt_bn: float | None = None) -> dict:
+    """metrics.json of the run on `data` (None: its test split) in `folder`, with its
+    BatchNorm statistics adapted to those images when `adapt_bn` is a blend; an earlier one
     is reused while newer than the run's checkpoints and of the same resamples and data."""
     from multimodal.evaluation.evaluate import evaluate_run
     from multimodal.outputs import staged_output
@@ -92,10 +101,11 @@ def evaluation(run: str, folder: str, data: str | None, n_boot: int) -> dict:
         with open(metrics) as f:
             result = json.load(f)
         if result["bootstrap"]["resamples"] == n_boot and \
-                result.get("data") == (data or "the run's own split"):
+                result.get("data") == (data or "the run's own split") and \
+                ("adapted_batchnorm" in result) == (adapt_bn is not None):
             return result
     with staged_output(folder, TOOL, overwrite=True, protected={run: "run"}) as tmp:
-        evaluate_run(run, tmp, data, n_boot=n_boot, n_saliency=0)
+        evaluate_run(run, tmp, data, n_boot=n_boot, n_saliency=0, adapt_bn=adapt_bn)
     with open(metrics) as f:
         return json.load(f)
 
@@ -144,6 +154,39 @@ def plot(data: dict, families, severities, path: str) -> None:
     plt.close(fig)
 
 
+def mean_rows(data: dict, families, severities, adapted: bool) -> list[str]:
+    """Per severity, the mean over families of balanced accuracy and of the drop (points; a
+    mean of the paired drops, without an interval of its own)."""
+    rows = []
+    for severity in severities:
+        cells = [data[f"{family}-s{severity}"] for family in families]
+        bacc = sum(c["balanced_accuracy"]["value"] for c in cells) / len(cells)
+        drop = 100 * sum(c["drop"]["difference"] for c in cells) / len(cells)
+        row = f"| **mean of {len(cells)}** | {severity} | **{bacc:.3f}** | **{drop:+.1f}** | | |"
+        if adapted:
+            a_bacc = sum(c["adapted"]["balanced_accuracy"]["value"] for c in cells) / len(cells)
+            a_drop = 100 * sum(c["adapted"]["drop"]["difference"] for c in cells) / len(cells)
+            gain = 100 * sum(c["adapted"]["gain"]["difference"] for c in cells) / len(cells)
+            row += f" **{a_bacc:.3f}** | **{a_drop:+.1f}** | **{gain:+.1f}** |"
+        rows.append(row)
+    return rows
+
+
+def adapted_cells(run, folder, copy, clean_dir, plain_dir, n_boot) -> tuple[str, dict]:
+    """The run with its BatchNorm statistics re-estimated on `copy` (None: the clean split):
+    balanced accuracy, its drop against the clean split as trained, and its gain over the
+    plain evaluation of the same images (both paired)."""
+    from multimodal.evaluation.compare import compare, read_predictions
+
+    result = evaluation(run, folder, copy, n_boot, adapt_bn=1.0)
+    bacc = result["metrics"]["balanced_accuracy"]
+    paired = {name: compare(read_predictions(other), read_predictions(folder), n_boot,
+                            metrics=("balanced_accuracy",))["metrics"]["balanced_accuracy"]
+              for name, other in (("drop", clean_dir), ("gain", plain_dir))}
+    return (f"{cell(bacc['value'], bacc['ci95'])} | {points(paired['drop'])} | "
+            f"{points(paired['gain'])} |"), {"balanced_accuracy": bacc, **paired}
+
+
 @cli
 def main(argv=None) -> int:
     from multimodal.evaluation.compare import compare, read_predictions
@@ -155,8 +198,12 @@ def main(argv=None) -> int:
     clean_dir = os.path.join(work, "clean")
     clean = evaluation(run, clean_dir, None, args.bootstrap)
     row, data = score(clean, None)
-    rows = [f"| clean | - | {row} |"]
     data = {"clean": data}
+    if args.adapt_bn:
+        adapted, data["clean"]["adapted"] = adapted_cells(
+            run, clean_dir + "_adapted", None, clean_dir, clean_dir, args.bootstrap)
+        row += f" | {adapted}"
+    rows = [f"| clean | - | {row}" + ("" if args.adapt_bn else " |")]
     for family in families:
         for severity in severities:
             key = f"{family}-s{severity}"
@@ -165,10 +212,29 @@ def main(argv=None) -> int:
             drop = compare(read_predictions(clean_dir), read_predictions(os.path.join(work, key)),
                            args.bootstrap, metrics=("balanced_accuracy",))
             row, data[key] = score(result, drop["metrics"]["balanced_accuracy"])
-            rows.append(f"| {family} | {severity} | {row} |")
+            if args.adapt_bn:
+                adapted, data[key]["adapted"] = adapted_cells(
+                    run, os.path.join(work, key + "_adapted"), copy, clean_dir,
+                    os.path.join(work, key), args.bootstrap)
+                row += f" | {adapted}"
+            rows.append(f"| {family} | {severity} | {row}" + ("" if args.adapt_bn else " |"))
             print(rows[-1], flush=True)
+    rows += mean_rows(data, families, severities, args.adapt_bn)
     os.makedirs(args.results, exist_ok=True)
     plot(data, families, severities, os.path.join(args.results, f"{args.name}.png"))
+    header = ["family", "severity", "balanced accuracy [95% CI]", "drop, points [95% CI]",
+              "melanoma recall", "ECE"]
+    align = ["---", "---:", "---", "---", "---", "---:"]
+    if args.adapt_bn:
+        header += ["BN adapted: balanced accuracy", "adapted drop vs clean, points",
+                   "adaptation gain, points"]
+        align += ["---", "---", "---"]
+    adapt_note = (" BN adapted: the run with its BatchNorm statistics re-estimated on the "
+                  "scored images themselves, unlabelled (target statistics alone); its drop is "
+                  "against the clean split scored as trained, its gain against the same images "
+                  "scored as trained, both paired. Adaptation on the clean row is a control: "
+                  "the test split's own statistics, and its class mix, replace the training "
+                  "ones.") if args.adapt_bn else ""
     lines = [f"# Corruption benchmark: {os.path.basename(os.path.normpath(run))} by shift "
              "family and severity", "",
              f"Run {run}, its test split ({clean['n_images']} images, {clean['n_groups']} "
@@ -176,15 +242,16 @@ def main(argv=None) -> int:
              f"{', '.join(map(str, severities))} (levels fixed in its SEVERITY table; seed "
              f"{args.seed}). Drop: balanced accuracy on the copy minus clean, in points, with "
              f"a paired 95% interval ({args.bootstrap} lesion-bootstrap resamples scoring both). "
-             "Melanoma recall at argmax; ECE of the top class before temperature scaling."
+             "Melanoma recall at argmax; ECE of the top class before temperature scaling. "
+             "Mean rows: the plain mean over families, no interval." + adapt_note
              + (" **--smoke: a pipeline check, numbers meaningless.**" if args.smoke else ""),
-             "", "| family | severity | balanced accuracy [95% CI] | drop, points [95% CI] | "
-             "melanoma recall | ECE |", "| --- | ---: | --- | --- | --- | ---: |", *rows, "",
+             "", "| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |", *rows, "",
              f"![drop against severity]({args.name}.png)", "",
              f"Whole benchmark: {(time.perf_counter() - t0) / 60:.1f} minutes."]
     publish(args.name, lines, {"run": os.path.abspath(run), "seed": args.seed,
                                "severities": severities, "families": families,
-                               "bootstrap": args.bootstrap, "cells": data}, args.results)
+                               "bootstrap": args.bootstrap, "adapt_bn": args.adapt_bn,
+                               "cells": data}, args.results)
     return 0
 
 

@@ -27,6 +27,7 @@ import os
 import sys
 
 from multimodal.errors import ConfigError, cli
+from multimodal.serving.images import add_limit_options, check_limit_options
 from multimodal.serving.cases import (check_columns, check_row, collect, render,
                                       saliency_name)
 
@@ -64,19 +65,11 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-bad", action="store_true",
                         help="warn about unreadable images and go on (default: stop)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--max-file-mb", type=float, default=256.0,
-                        help="largest image file read, in MiB (default 256)")
-    parser.add_argument("--max-pixels", type=int, default=40_000_000,
-                        help="largest image in pixels (decompression bombs; default 40M)")
-    parser.add_argument("--max-aspect", type=float, default=10.0,
-                        help="largest ratio of long to short side (default 10)")
+    add_limit_options(parser, "--max-file-mb", 256.0, "largest image file read")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")
-    if not (args.max_file_mb > 0 and args.max_pixels > 0 and args.max_aspect >= 1):
-        raise ConfigError(f"--max-file-mb {args.max_file_mb:g}, --max-pixels {args.max_pixels}, "
-                          f"--max-aspect {args.max_aspect:g}: sizes must be positive and the "
-                          "aspect ratio at least 1")
+    check_limit_options("--max-file-mb", args.max_file_mb, args.max_pixels, args.max_aspect)
     path = args.checkpoint or args.model
     if args.model and not os.path.isdir(args.model):
         raise ConfigError(f"--model {args.model}: no such folder",

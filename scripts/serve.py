@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from multimodal.errors import ConfigError, cli
+from multimodal.serving.images import add_limit_options, check_limit_options
 
 
 @cli
@@ -29,19 +30,13 @@ def main(argv=None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
                         "127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max-upload-mb", type=float, default=20.0,
-                        help="largest accepted upload in MiB (default 20)")
-    parser.add_argument("--max-pixels", type=int, default=40_000_000,
-                        help="largest accepted image in pixels (decompression bombs; default 40M)")
-    parser.add_argument("--max-aspect", type=float, default=10.0,
-                        help="largest ratio of an image's long to short side (default 10)")
+    add_limit_options(parser, "--max-upload-mb", 20.0, "largest accepted upload")
     parser.add_argument("--saliency-steps", type=int, default=16,
                         help="integrated-gradient steps per saliency map (default 16)")
     args = parser.parse_args(argv)
-    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.saliency_steps < 1:
-        raise ConfigError("--max-upload-mb, --max-pixels and --saliency-steps must be positive")
-    if args.max_aspect < 1:
-        raise ConfigError(f"--max-aspect {args.max_aspect:g}: an aspect ratio is at least 1")
+    check_limit_options("--max-upload-mb", args.max_upload_mb, args.max_pixels, args.max_aspect)
+    if args.saliency_steps < 1:
+        raise ConfigError(f"--saliency-steps {args.saliency_steps}: must be at least 1")
     if not 0 <= args.port < 65536:
         raise ConfigError(f"--port {args.port} is not a port number (0-65535)")
 

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from multimodal.data.images import dicom
-from multimodal.errors import DataError
+from multimodal.errors import ConfigError, DataError
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # an upload (serve.py --max-upload-mb)
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # a local file: 40 MP as a 16-bit TIFF fits
@@ -36,6 +36,28 @@ DEFAULT_MAX_PIXELS = 40_000_000  # ~6300 x 6300; dermatoscopes give at most a fe
 DEFAULT_MAX_ASPECT = 10.0  # long side / short side; dermatoscopic images are about 4:3
 LOCAL_OPTIONS = {"bytes": "--max-file-mb", "pixels": "--max-pixels", "aspect": "--max-aspect"}
 ACCEPTED = "JPEG, PNG, TIFF, BMP, WebP or DICOM"
+
+
+def add_limit_options(parser, size_option: str, size_default_mb: float, size_help: str) -> None:
+    """The image limits as command-line options: the byte size (its own name and default: a
+    local file in predict.py, an upload in serve.py), then pixels and aspect, shared."""
+    parser.add_argument(size_option, type=float, default=size_default_mb,
+                        help=f"{size_help}, in MiB (default {size_default_mb:g})")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="largest image in pixels (decompression bombs; default "
+                             f"{DEFAULT_MAX_PIXELS // 1_000_000}M)")
+    parser.add_argument("--max-aspect", type=float, default=DEFAULT_MAX_ASPECT,
+                        help="largest ratio of an image's long to short side (default "
+                             f"{DEFAULT_MAX_ASPECT:g})")
+
+
+def check_limit_options(size_option: str, size_mb: float, max_pixels: int,
+                        max_aspect: float) -> None:
+    """Refuse limits that would refuse every image (or none), naming the options."""
+    if not (size_mb > 0 and max_pixels > 0 and max_aspect >= 1):
+        raise ConfigError(f"{size_option} {size_mb:g}, --max-pixels {max_pixels}, --max-aspect "
+                          f"{max_aspect:g}: sizes must be positive and the aspect ratio at "
+                          "least 1")
 
 
 def mib(n: int) -> str:

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
+from multimodal.evaluation.resampling import bootstrap_samples, paired_samples
 from multimodal.metrics import balanced_accuracy, classification_metrics
 
 
@@ -70,22 +71,14 @@ def per_class(labels: np.ndarray, probs: np.ndarray, classes) -> list[dict]:
 
 def bootstrap_intervals(labels, probs, groups, n_boot: int = 1000, seed: int = 0,
                         classes=None) -> dict:
-    """95% percentile intervals for every point metric and per-class recall/AUC."""
-    rng = np.random.default_rng(seed)
-    unique, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(unique))]
-    samples: dict[str, list] = {}
-    for _ in range(n_boot):
-        pick = rng.integers(len(unique), size=len(unique))
-        idx = np.concatenate([members[g] for g in pick])
-        values = point_metrics(labels[idx], probs[idx])
-        for row in per_class(labels[idx], probs[idx], classes or range(probs.shape[1])):
-            values[f"recall[{row['class']}]"] = row["recall"]
-            values[f"auc[{row['class']}]"] = row["auc"]
-        for key, value in values.items():
-            samples.setdefault(key, []).append(value)
-    return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
-            for k, v in samples.items() if not np.all(np.isnan(v))}
+    """95% percentile intervals for every point metric and per-class recall/AUC
+    (resampling.py scores all resamples at once)."""
+    samples = bootstrap_samples(labels, probs, groups, n_boot, seed,
+                                classes or range(np.asarray(probs).shape[1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a metric NaN in some resamples
+        return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
+                for k, v in samples.items() if not np.all(np.isnan(v))}
 
 
 def confusion_matrix(labels, probs, n_classes: int) -> list[list[int]]:
@@ -117,25 +110,18 @@ def paired_difference(labels, probs_a, probs_b, groups, metric: str = "balanced_
     The interval excludes 0 when b's gain (or loss) over a holds beyond lesion-level chance.
     """
     labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    unique, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(unique))]
-
     n_classes = probs_a.shape[1]
 
-    def score(probs, idx):
-        if metric == "balanced_accuracy":  # the common case, without AUC and log loss
-            return balanced_accuracy(labels[idx], probs[idx].argmax(1), n_classes)
+    def score(probs):
+        if metric == "balanced_accuracy":
+            return balanced_accuracy(labels, probs.argmax(1), n_classes)
         if metric == "accuracy":
-            return float((probs[idx].argmax(1) == labels[idx]).mean())
-        return classification_metrics(labels[idx], probs[idx])[metric]
+            return float((probs.argmax(1) == labels).mean())
+        return classification_metrics(labels, probs)[metric]
 
-    every = np.arange(len(labels))
-    diffs = []
-    for _ in range(n_boot):
-        idx = np.concatenate([members[g] for g in rng.integers(len(unique), size=len(unique))])
-        diffs.append(score(probs_b, idx) - score(probs_a, idx))
-    a, b = score(probs_a, every), score(probs_b, every)
+    diffs = paired_samples(labels, probs_a, probs_b, groups, metric, n_boot, seed)
+    a, b = score(probs_a), score(probs_b)
+    unique = np.unique(np.asarray(groups))
     low, high = np.nanpercentile(diffs, [2.5, 97.5])
     return {"metric": metric, "a": float(a), "b": float(b), "difference": float(b - a),
             "ci95": [float(low), float(high)], "excludes_zero": bool(low > 0 or high < 0),

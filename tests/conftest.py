@@ -26,6 +26,20 @@ def require_shared_data(*parts: str) -> str:
     return path
 
 
+# Files that take a minute or more on 2 cores, longest first. pytest-xdist (--dist loadfile)
+# hands whole files to its workers in collection order; a long file handed out last keeps one
+# worker busy while the other idles, so these start first and the short ones fill the gaps.
+LONG_FILES = ("test_encoders.py", "test_baselines.py", "test_cv.py", "test_ensemble.py",
+              "test_train_throughput.py", "test_recipes.py", "test_shared_data.py",
+              "test_training.py", "test_search.py", "test_gpu_install.py", "test_segmentation.py",
+              "test_evaluation.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
+
+
 @pytest.fixture(scope="session", autouse=True)
 def prepared_store(tmp_path_factory):
     """One shared prepared-data store for the session (not ~/.cache); script subprocesses

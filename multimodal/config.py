@@ -32,13 +32,23 @@ from multimodal.errors import ConfigError
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "sample",
                           "ham10000")
 MODALITIES = ("image", "meta", "image+meta")
+# data.sources: the keys of one entry, and the label_map value that leaves a label's rows out
+SOURCE_KEYS = ("source", "name", "options", "label_map")
+DROP_LABEL = "drop"
 FUSIONS = ("concat", "film", "logit")
 
 
 @dataclass
 class DataConfig:
-    source: str = "ham10000"
+    source: str | None = "ham10000"  # one dataset; or `sources` (never both)
     options: dict = field(default_factory=lambda: {"root": "${MULTIMODAL_SAMPLE}"})
+    # several datasets merged into one table (docs/datasets.md, "Merged sources"): a list of
+    # {source, name, options, label_map}; ids and groups become `<name>:<id>`
+    sources: list | None = None
+    source_as_metadata: bool = False  # the rows' source as a categorical metadata column
+    # the split's perceptual near-duplicate check (data/split/near_duplicates.py): pictures
+    # of different sources (sources), of any two groups (all), or none (off)
+    near_duplicates: str = "sources"
     on_missing: str = "error"  # error | drop
     verify: str = "exists"  # decode | exists | none
     split_file: str | None = None  # reuse a saved split; else one is made and saved
@@ -67,6 +77,11 @@ class DataConfig:
     oversample: dict | None = None  # per-class sampling factors, e.g. {mel: 2.0}
     batch_size: int = 32
     workers: int = 0  # grain worker processes; 0 = in-process
+
+    @property
+    def source_kinds(self) -> list[str]:
+        """The dataset source(s) read: [data.source], or each data.sources entry's source."""
+        return [self.source] if self.sources is None else [e["source"] for e in self.sources]
 
 
 @dataclass
@@ -140,6 +155,7 @@ CHOICES = {
     "data.on_missing": ("error", "drop"),
     "data.verify": ("decode", "exists", "none"),
     "data.split_by": ("group", "image"),
+    "data.near_duplicates": ("sources", "all", "off"),
     "data.geometry": ("crop", "squash", "pad"),
     "data.normalize": ("dataset", "imagenet", "minus1_1"),
     "data.resample": (None, "random", "smote", "adasyn"),
@@ -250,13 +266,22 @@ def _build(cls, data: dict, prefix: str = ""):
 
 
 def _set_path(tree: dict, dotted: str, value) -> None:
+    """Set `a.b.c` in the tree; a number indexes a list (data.sources.1.options.root)."""
     keys = str(dotted).split(".")
     node = tree
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {dotted}: {key} is not a section")
-    node[keys[-1]] = value
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(f"--set {dotted}: {key!r} is not an entry of "
+                                  f"{'.'.join(keys[:i])} (0..{len(node) - 1})")
+            key = int(key)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {keys[i - 1]} is not a section")
+        if last:
+            node[key] = value
+        else:
+            node = node.setdefault(key, {}) if isinstance(node, dict) else node[key]
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -324,8 +349,12 @@ def _read_config_file(path: str) -> dict:
 def config_from_dict(tree: dict) -> Config:
     """A checked `Config` from a mapping (a parsed YAML file), `${VAR}` paths expanded:
     the defaults' too (data.options.root is `${MULTIMODAL_SAMPLE}` when a file omits it)."""
-    cfg = _build(Config, _over(expand(Config().to_dict()), expand(tree)))
+    tree = expand(tree)
+    merged = _over(expand(Config().to_dict()), tree)
+    _one_source(tree.get("data") if isinstance(tree, dict) else None, merged)
+    cfg = _build(Config, merged)
     _check_task(cfg)
+    _check_sources(cfg.data)
     for column, kind in (cfg.data.metadata_encoding or {}).items():
         if kind != "binned":
             raise ConfigError(f"data.metadata_encoding: {column}: unknown encoding {kind!r}; "
@@ -344,6 +373,87 @@ def _over(defaults: dict, tree: dict) -> dict:
         return tree
     return {**defaults, **{k: _over(defaults[k], v) if isinstance(defaults.get(k), dict)
                            and k in ("data", "model", "train") else v for k, v in tree.items()}}
+
+
+def _one_source(given, merged: dict) -> None:
+    """Exactly one of data.source and data.sources. With `sources` the single-source keys
+    (the default source and options) are cleared, so a saved merged config reads back."""
+    given = given if isinstance(given, dict) else {}
+    data = merged.get("data")
+    if not isinstance(data, dict):
+        return  # _build reports it
+    if given.get("sources") is not None:
+        if given.get("source") is not None:
+            raise ConfigError(f"data: both data.source ({given['source']!r}) and data.sources "
+                              "are set; give one (data.sources merges several datasets)",
+                              "remove one: --set data.source=null or --set data.sources=null")
+        if given.get("options"):
+            raise ConfigError("data.options belongs to data.source; with data.sources each "
+                              "entry has its own options",
+                              "move them into the entries: data.sources: [{source: ..., "
+                              "options: {...}}, ...]")
+        data["source"], data["options"] = None, {}
+    elif data.get("source") is None:
+        raise ConfigError("data: neither data.source nor data.sources is set",
+                          "--set data.source=ham10000, or list datasets in data.sources")
+
+
+def _check_sources(data: DataConfig) -> None:
+    """The entries of data.sources, checked and completed in place (each gets its name,
+    options and label_map, so the saved config says them)."""
+    if data.sources is None:
+        if data.source_as_metadata:
+            raise ConfigError("data.source_as_metadata needs data.sources (one source would "
+                              "be one constant value)", "--set data.source_as_metadata=false")
+        return
+    if not data.sources:
+        raise ConfigError("data.sources: an empty list; list one mapping per dataset",
+                          "e.g. [{source: ham10000, options: {root: ...}}, {source: csv, ...}]")
+    names: dict = {}
+    for i, entry in enumerate(data.sources):
+        where = f"data.sources[{i}]"
+        if isinstance(entry, str):
+            entry = {"source": entry}
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a mapping {{source, name, options, "
+                              f"label_map}}, got {entry!r}")
+        unknown = sorted(str(k) for k in entry if k not in SOURCE_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: "
+                              f"{list(SOURCE_KEYS)}")
+        source = entry.get("source")
+        if not isinstance(source, str) or not source:
+            raise ConfigError(f"{where}: 'source' (the dataset's source name) is required",
+                              "e.g. {source: csv, name: clinic, options: {...}}")
+        name = entry.get("name") or source
+        if not isinstance(name, str) or not all(c.isalnum() or c in "_-." for c in name):
+            raise ConfigError(f"{where}: name {name!r} must be letters, digits, '_', '-' or "
+                              "'.' (it prefixes the source's ids: <name>:<id>)")
+        if name in names:
+            same = names[name]
+            raise ConfigError(f"{where}: name {name!r} is also data.sources[{same}]'s; two "
+                              "entries need distinct names (they namespace ids and groups)",
+                              f"--set data.sources.{i}.name={name}_2")
+        names[name] = i
+        options = entry.get("options") or {}
+        if not isinstance(options, dict):
+            raise ConfigError(f"{where}.options: expected a mapping, got {options!r}")
+        label_map = entry.get("label_map")
+        if label_map is not None:
+            if not isinstance(label_map, dict) or not label_map:
+                raise ConfigError(f"{where}.label_map: expected a mapping of the source's "
+                                  f"labels to run classes (or {DROP_LABEL}), got {label_map!r}")
+            fixed = {}
+            for key, value in label_map.items():
+                if isinstance(key, bool) or isinstance(value, bool) or \
+                        not isinstance(value, str) or not isinstance(key, (str, int)):
+                    raise ConfigError(f"{where}.label_map: {key!r}: {value!r} must map a "
+                                      f"label to a class name or {DROP_LABEL}",
+                                      "quote labels such as yes/no/on/off: 'no': benign")
+                fixed[str(key)] = value
+            label_map = fixed
+        data.sources[i] = {"source": source, "name": name, "options": options,
+                           "label_map": label_map}
 
 
 def _check_task(cfg: Config) -> None:

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.config, args.set)
     if cfg.data.source != "ham10000":
         raise ConfigError(f"--config: crops are written in the HAM10000 layout; "
-                          f"{cfg.data.source} is not supported yet")
+                          f"{cfg.data.source or 'merged data.sources'} is not supported yet")
     from multimodal.data.split.build import dataset_folders
     from multimodal.outputs import check_output, staged_output
 

@@ -206,7 +206,8 @@ def finalize(
         raise ConfigError(f"data.on_missing must be 'error' or 'drop', not {on_missing!r}")
     classes = tuple(classes)
     require_columns(frame, [c for c in REQUIRED if c != "source"], file)
-    frame = frame.assign(source=name)
+    if "source" not in metadata or "source" not in frame.columns:
+        frame = frame.assign(source=name)  # else a merged table's copy keeps each row's source
     dup = frame["image_id"].duplicated(keep=False)
     if dup.any():
         first = frame[dup].iloc[0]

@@ -138,7 +138,8 @@ def balanced_decision(ctx: Context) -> Output:
 
 
 def subgroups(ctx: Context) -> Output:
-    """Metrics by sex / age band / site / Fitzpatrick type / view, gaps flagged."""
+    """Metrics by source (merged datasets) / sex / age band / site / Fitzpatrick type / view,
+    gaps flagged."""
     frame = ctx.preds[["image_id"]].merge(ctx.table_frame, on="image_id", how="left")
     tables = subgroup_tables(frame, ctx.labels, ctx.probs)
     section = ["## Subgroups", "", "Gap = subgroup balanced accuracy minus overall; "

@@ -1,4 +1,5 @@
-"""Metrics by subgroup (sex, age band, localization, Fitzpatrick type, X-ray view)."""
+"""Metrics by subgroup (dataset source, sex, age band, localization, Fitzpatrick type,
+X-ray view)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pandas as pd
 from multimodal.evaluation.scoring import point_metrics
 
 SUBGROUP_COLUMNS = ("sex", "age_band", "localization", "fitzpatrick", "view")
+# the dataset a row came from: a subgroup when the rows come from more than one (data.sources)
+SOURCE_COLUMN = "source"
 AGE_BANDS = [0, 30, 45, 60, 75, 200]
 GAP_FLAG = 0.05  # a subgroup this much below the overall balanced accuracy is flagged
 
@@ -26,9 +29,11 @@ def subgroup_tables(frame: pd.DataFrame, labels, probs, min_size: int = 10) -> d
     frame = add_age_band(frame.reset_index(drop=True))
     overall = point_metrics(labels, probs)["balanced_accuracy"]
     tables = {}
-    for column in SUBGROUP_COLUMNS:
+    for column in (SOURCE_COLUMN, *SUBGROUP_COLUMNS):
         if column not in frame.columns:
             continue
+        if column == SOURCE_COLUMN and frame[column].nunique() < 2:
+            continue  # one dataset: the overall numbers
         values = frame[column].astype(object).where(frame[column].notna(), "missing").astype(str)
         rows = []
         for value in sorted(values.unique()):

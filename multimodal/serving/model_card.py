@@ -223,14 +223,26 @@ def _metrics_used(evaluations) -> list[str]:
             "independent."]
 
 
+def _sources(d) -> str:
+    """The data section's dataset(s): `ham10000`, or `ham10000 (as a) + csv (as b)`."""
+    if d.sources is None:
+        return str(d.source)
+    return " + ".join(e["source"] if e["name"] == e["source"] else f"{e['source']} (as {e['name']})"
+                      for e in d.sources)
+
+
 def _training_data(train_dir, cfg) -> list[str]:
     out = ["## Training data", ""]
     split = _split(train_dir)
     if cfg is None or split is None:
         return out + [f"{NOT_EVALUATED}: no split.csv in the run folder"]
     d = cfg.data
-    out += [f"- Source: {d.source}",
-            f"- Data licence: {DATA_LICENCES.get(d.source, 'not recorded here; see the dataset terms')}",
+    kinds = list(dict.fromkeys(d.source_kinds))
+    licences = [DATA_LICENCES.get(k, 'not recorded here; see the dataset terms') for k in kinds]
+    if len(kinds) > 1:
+        licences = [f"{k}: {text}" for k, text in zip(kinds, licences)]
+    out += [f"- Source: {_sources(d)}",
+            f"- Data licence: {'; '.join(licences)}",
             f"- Pretrained weights licence: {_weights_licence(cfg.model.pretrained)}",
             f"- Split: {_split_rule(d)}", ""]
     order = [s for s in ("train", "val", "test") if s in set(split["split"])]
@@ -286,7 +298,7 @@ def _fitzpatrick(cfg, split: pd.DataFrame) -> str:
     except (UserError, OSError, ValueError) as exc:
         return f"not known (the dataset did not load here: {type(exc).__name__})"
     if "fitzpatrick" not in table.frame.columns:
-        return f"not recorded: {cfg.data.source} has no Fitzpatrick column"
+        return f"not recorded: {_sources(cfg.data)} has no Fitzpatrick column"
     types = table.frame.set_index("image_id")["fitzpatrick"].reindex(split["image_id"])
     counts = types.astype(object).where(types.notna(), "missing").astype(str).value_counts()
     return ", ".join(f"type {k}: {v}" for k, v in sorted(counts.items()))
@@ -381,7 +393,7 @@ def _subgroups(e) -> list[str]:
 
 
 def _ethics(cfg) -> list[str]:
-    source = cfg.data.source if cfg else "the training data"
+    source = _sources(cfg.data) if cfg else "the training data"
     return ["## Ethical considerations", "",
             f"- {DISCLAIMER}",
             f"- Public research data ({source}) over-represents some skin types, ages and "

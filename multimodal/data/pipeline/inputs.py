@@ -26,6 +26,9 @@ from multimodal.data.split.grouped import SPLIT_FILE, content_hashes
 from multimodal.data.pipeline.resample import oversampled_source
 
 
+PHASH_CACHE = "perceptual_hashes"  # in the prepared store: the split's perceptual hashes
+
+
 @dataclasses.dataclass
 class Inputs:
     manifest: dict
@@ -63,7 +66,8 @@ def split_table(cfg: Config, split_path: str, save: bool = True):
     if os.path.exists(split_path) and not data_cfg.split_file:
         data_cfg = dataclasses.replace(data_cfg, split_file=split_path)
     hashes = content_hashes(table.frame["image_path"])
-    split = resolve_split(table, data_cfg, save_to=split_path if save else None, hashes=hashes)
+    split = resolve_split(table, data_cfg, save_to=split_path if save else None, hashes=hashes,
+                          phash_cache=os.path.join(store.store_root(), PHASH_CACHE))
     column = "split" if "split" in split.columns else "fold"
     return table, split, column, hashes
 

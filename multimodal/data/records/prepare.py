@@ -218,7 +218,7 @@ def prepare(table: DatasetTable, split: pd.DataFrame, out_dir: str, image_size: 
             for (_, row), record in zip(rows.iterrows(), records):
                 if isinstance(record, str):
                     if on_missing != "drop":
-                        raise DataError(f"{record}: {row['image_path']}", table.file,
+                        raise DataError(f"{record}: {row['image_path']}", _file(row, table),
                                         _line(row), "set data.on_missing=drop to drop such "
                                         "rows with a warning (data.verify=decode finds them "
                                         "all when the table is loaded)")
@@ -269,6 +269,13 @@ def prepare(table: DatasetTable, split: pd.DataFrame, out_dir: str, image_size: 
     os.replace(manifest_path + ".tmp", manifest_path)  # written last: marks completion
     manifest["status"] = "prepared"
     return manifest
+
+
+def _file(row, table: DatasetTable):
+    """The file a row's `_line` refers to: its source's (a merged table's `_file`), else the
+    table's."""
+    file = row.get("_file") if hasattr(row, "get") else None
+    return file if isinstance(file, str) else table.file
 
 
 def _line(row) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from multimodal.data.sources import chestxray, fitzpatrick17k, generic, ham10000, isic2018
+from multimodal.data.sources import chestxray, fitzpatrick17k, generic, ham10000, isic2018, merged
 from multimodal.data.table import DatasetTable
 from multimodal.errors import ConfigError
 
@@ -34,4 +34,28 @@ def load_source(source: str, /, masks: bool = False, **options) -> DatasetTable:
                               f"masks: {with_masks}", "use task: classification, or the csv "
                               "source with data.options.mask_column")
         options["masks"] = True
+    params = inspect.signature(SOURCES[name]).parameters
+    unknown = sorted(set(options) - set(params))
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        own = sorted(p for p in params if p not in ("on_missing", "verify", "masks"))
+        raise ConfigError(f"data.options: {unknown} not among the options of {name} {own}")
+    missing = [p.name for p in params.values() if p.default is p.empty and
+               p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in options]
+    if missing:
+        raise ConfigError(f"data.options: {name} needs {missing}",
+                          f"--set data.options.{missing[0]}=...")
     return SOURCES[name](**options)
+
+
+def load_sources(entries: list[dict], /, masks: bool = False, **common) -> DatasetTable:
+    """`data.sources`: each entry loaded with its own options (and the common `on_missing`,
+    `verify`), then merged into one table with namespaced ids (merged.py)."""
+    tables = []
+    for i, entry in enumerate(entries):
+        where = f"data.sources[{i}] ({entry['name']})"
+        options = {**common, **entry.get("options", {})}
+        try:
+            tables.append((entry, load_source(entry["source"], masks=masks, **options)))
+        except ConfigError as exc:  # a source's own message says data.source / data.options
+            raise ConfigError(f"{where}: {exc.problem}", exc.hint) from None
+    return merged.merge(tables)

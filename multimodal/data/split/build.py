@@ -7,23 +7,32 @@ import os
 import pandas as pd
 
 from multimodal.config import DataConfig
-from multimodal.data.split import grouped
-from multimodal.data.sources import load_source
+from multimodal.data.split import grouped, near_duplicates
+from multimodal.data.sources import load_source, load_sources
 from multimodal.data.table import DatasetTable
 from multimodal.errors import ConfigError
 
 
 def load_table(cfg: DataConfig, masks: bool = False) -> DatasetTable:
-    """Load the configured source and keep only the configured metadata columns; `masks`:
-    with each image's segmentation mask (`mask_path`)."""
-    table = load_source(cfg.source, on_missing=cfg.on_missing, verify=cfg.verify,
-                        masks=masks, **cfg.options)
+    """Load the configured source (or the merged `data.sources`) and keep only the
+    configured metadata columns (`data.source_as_metadata` adds `source`); `masks`: with
+    each image's segmentation mask (`mask_path`)."""
+    if cfg.sources is not None:
+        table = load_sources(cfg.sources, on_missing=cfg.on_missing, verify=cfg.verify,
+                             masks=masks)
+    else:
+        table = load_source(cfg.source, on_missing=cfg.on_missing, verify=cfg.verify,
+                            masks=masks, **cfg.options)
     if cfg.metadata is not None:
         unknown = sorted(set(cfg.metadata) - set(table.metadata))
         if unknown:
-            raise ConfigError(f"data.metadata: {unknown} not among {cfg.source}'s metadata "
-                             f"columns {sorted(table.metadata)}")
+            hint = ("--set data.source_as_metadata=true adds the source"
+                    if "source" in unknown and cfg.sources is not None else None)
+            raise ConfigError(f"data.metadata: {unknown} not among {table.name}'s metadata "
+                              f"columns {sorted(table.metadata)}", hint)
         table.metadata = {k: table.metadata[k] for k in cfg.metadata}
+    if cfg.source_as_metadata:
+        table.metadata["source"] = "categorical"
     return table
 
 
@@ -43,7 +52,8 @@ def _bins(cfg: DataConfig) -> dict | None:
 
 
 def resolve_split(table: DatasetTable, cfg: DataConfig, save_to: str | None = None,
-                  hashes: list[str] | None = None) -> pd.DataFrame:
+                  hashes: list[str] | None = None,
+                  phash_cache: str | None = None) -> pd.DataFrame:
     """Load the configured split file or make one, then refuse it if it leaks.
 
     A split file assigns each image a `split` (train / val / test) or a `fold` (0..K-1).
@@ -55,24 +65,38 @@ def resolve_split(table: DatasetTable, cfg: DataConfig, save_to: str | None = No
 
     A leaky split passes only when it was asked for (`split_by: image`), with a warning.
     `hashes` are the images' sha256 in table order (computed here when not given).
+
+    Near-duplicate pictures (`data.near_duplicates`; by default those of different sources
+    of a merged table): a new split keeps each pair's groups on one side, with a warning;
+    a split file that separates a pair is refused (near_duplicates.py). Their perceptual
+    hashes are cached in `phash_cache` (a folder) when given.
     """
     fold = cfg.fold
+    near = None
+    if near_duplicates.in_scope(cfg.near_duplicates, table):
+        if hashes is None:
+            hashes = grouped.content_hashes(table.frame["image_path"].tolist())
+        near = near_duplicates.near_pairs(table, cfg.near_duplicates, hashes, phash_cache)
     if cfg.split_file:
         path = cfg.split_file
         split = grouped.load_split(path, table)
     else:
         path = None
+        groups = None
+        if near is not None and not near.empty and cfg.split_by == "group":
+            groups = near_duplicates.linked_groups(table.frame, near)
+            near_duplicates.warn_linked(near, cfg.near_duplicates)
         if fold is not None:
             if cfg.folds < 3:
                 raise ConfigError(f"data.folds: {cfg.folds} folds leave no training fold "
                                   "(one is test, one validation)", "--set data.folds=5")
             split = grouped.grouped_kfold(table, cfg.folds, seed=cfg.split_seed,
                                           stratify=tuple(cfg.stratify), bins=_bins(cfg),
-                                          by=cfg.split_by)
+                                          by=cfg.split_by, groups=groups)
         else:
             split = grouped.train_val_test(table, val=cfg.val, test=cfg.test, seed=cfg.split_seed,
                                            stratify=tuple(cfg.stratify), bins=_bins(cfg),
-                                           by=cfg.split_by)
+                                           by=cfg.split_by, groups=groups)
     if fold is not None:
         if "fold" not in split.columns:
             raise ConfigError(f"data.fold={fold} needs a K-fold split file (a 'fold' column); "
@@ -92,7 +116,7 @@ def resolve_split(table: DatasetTable, cfg: DataConfig, save_to: str | None = No
         raise ConfigError(f"{path} is a K-fold split file (a 'fold' column): choose the run's "
                           "test fold with data.fold (fold k+1 then validates, the rest train)",
                           "--set data.fold=0")
-    grouped.check_leakage(table, split, allow=cfg.split_by == "image", hashes=hashes)
+    grouped.check_leakage(table, split, allow=cfg.split_by == "image", hashes=hashes, near=near)
     if save_to:
         os.makedirs(os.path.dirname(os.path.abspath(save_to)), exist_ok=True)
         grouped.save_split(split, save_to)
@@ -105,7 +129,8 @@ def dataset_folders(cfg: DataConfig) -> dict:
     names ("folder of a dataset file": not that folder itself; a CSV may sit in a project's
     root, whose sub-folders stay writable)."""
     folders = {}
-    for value in (cfg.options or {}).values():
+    options = [cfg.options or {}] + [e.get("options") or {} for e in cfg.sources or []]
+    for value in (v for o in options for v in o.values()):
         if isinstance(value, str) and value and os.path.exists(value):
             if os.path.isdir(value):
                 folders[value] = "dataset folder"

@@ -63,9 +63,12 @@ def _groups(frame: pd.DataFrame, by: str) -> pd.Series:
     raise ValueError(f"by must be 'group' or 'image', not {by!r}")
 
 
-def _fold_ids(frame, k, seed, stratify, bins, by) -> np.ndarray:
+def _fold_ids(frame, k, seed, stratify, bins, by, groups=None) -> np.ndarray:
     key = stratify_key(frame, stratify, bins)
-    groups = _groups(frame, by)
+    if groups is None or by != "group":
+        groups = _groups(frame, by)
+    else:
+        groups = pd.Series(np.asarray(groups), index=frame.index)
     n_groups = groups.nunique()
     if n_groups < k:
         raise DataError(f"cannot make {k} grouped folds from {n_groups} groups")
@@ -93,21 +96,24 @@ def _split_frame(table: DatasetTable) -> pd.DataFrame:
 
 
 def grouped_kfold(table: DatasetTable, k: int = 5, seed: int = 0, stratify=("label",),
-                  bins: dict | None = None, by: str = "group") -> pd.DataFrame:
-    """Assign every image a fold 0..k-1; groups never span folds (with by='group')."""
+                  bins: dict | None = None, by: str = "group", groups=None) -> pd.DataFrame:
+    """Assign every image a fold 0..k-1; groups never span folds (with by='group').
+    `groups`: each row's group for splitting when not its group_id (linked near-duplicates,
+    near_duplicates.linked_groups)."""
     out = _split_frame(table)
-    out["fold"] = _fold_ids(table.frame, k, seed, stratify, bins, by)
+    out["fold"] = _fold_ids(table.frame, k, seed, stratify, bins, by, groups)
     return out
 
 
 def train_val_test(table: DatasetTable, val: float = 0.15, test: float = 0.15, seed: int = 0,
                    stratify=("label",), bins: dict | None = None,
-                   by: str = "group") -> pd.DataFrame:
-    """Grouped, stratified train/val/test split, fractions rounded to 1/20."""
+                   by: str = "group", groups=None) -> pd.DataFrame:
+    """Grouped, stratified train/val/test split, fractions rounded to 1/20 (`groups`: as
+    in grouped_kfold)."""
     n_val, n_test = round(val * _GRAIN), round(test * _GRAIN)
     if n_val + n_test >= _GRAIN or min(n_val, n_test) < 0:
         raise ConfigError(f"val={val} and test={test} leave no training data")
-    folds = _fold_ids(table.frame, _GRAIN, seed, stratify, bins, by)
+    folds = _fold_ids(table.frame, _GRAIN, seed, stratify, bins, by, groups)
     order = np.random.default_rng(seed).permutation(_GRAIN)
     role = np.array(["train"] * _GRAIN, dtype=object)
     role[order[:n_test]] = "test"
@@ -209,6 +215,21 @@ def fold_roles(folds: pd.Series, k: int) -> pd.Series:
     return folds.map(lambda f: "test" if f == k else "val" if f == (k + 1) % n else "train")
 
 
+def _near_leaks(frame: pd.DataFrame, column: str, near: pd.DataFrame | None) -> list[str]:
+    """Near-duplicate pairs whose pictures sit in different parts."""
+    if near is None or near.empty:
+        return []
+    part = dict(zip(frame["image_id"], frame[column]))
+    out = []
+    for r in near.itertuples():
+        a, b = part.get(r.image_id_a), part.get(r.image_id_b)
+        if a is not None and b is not None and a != b:
+            across = " across sources" if r.source_a != r.source_b else ""
+            out.append(f"near-duplicate pictures{across} {r.image_id_a} in {a} and "
+                       f"{r.image_id_b} in {b} (perceptual hashes {r.bits} bits apart)")
+    return out
+
+
 def content_hashes(paths, workers: int = 8) -> list[str]:
     """sha256 of each file's bytes: finds the same picture under two ids."""
     def digest(path):
@@ -220,8 +241,10 @@ def content_hashes(paths, workers: int = 8) -> list[str]:
 
 
 def check_leakage(table: DatasetTable, split: pd.DataFrame, column: str | None = None,
-                  allow: bool = False, hashes: list[str] | None = None) -> list[str]:
-    """Refuse splits where a group or an identical image sits in two parts.
+                  allow: bool = False, hashes: list[str] | None = None,
+                  near: pd.DataFrame | None = None) -> list[str]:
+    """Refuse splits where a group, an identical image or (given `near`, the pairs of
+    near_duplicates.near_pairs) a near-duplicate picture sits in two parts.
 
     `column` defaults to `fold` when the split has one (folds are the finest parts: a
     clean K-fold file is clean for every run k), else `split`. Returns the list of
@@ -244,11 +267,20 @@ def check_leakage(table: DatasetTable, split: pd.DataFrame, column: str | None =
             rows = frame[frame[key] == value]
             where = ", ".join(f"{i} in {s}" for i, s in zip(rows["image_id"], rows[column]))
             problems.append(f"{what} {value[:16]} spans {column}s: {where}")
+    near_problems = _near_leaks(frame, column, near)
+    problems += near_problems
     if problems:
         message = f"{len(problems)} leak(s) between {column}s; first: {problems[0]}"
+        hint = ("Re-split by group: unset data.split_file (--set data.split_file=null) for "
+                "a grouped split, or make the file with "
+                "multimodal.data.split.grouped.grouped_kfold / train_val_test")
+        if near_problems and len(near_problems) == len(problems):
+            hint = ("The same picture (resized or re-encoded) is in two parts; across sources "
+                    "it is likely one patient in both datasets. A new split keeps such pairs' "
+                    "groups together: --set data.split_file=null (a run: train it anew); or "
+                    "give both one group id, or drop one copy; --set data.near_duplicates=off "
+                    "if they are different pictures")
         if not allow:
-            raise LeakageError(message, "Re-split by group: unset data.split_file (--set "
-                               "data.split_file=null) for a grouped split, or make the file "
-                               "with multimodal.data.split.grouped.grouped_kfold / train_val_test")
+            raise LeakageError(message, hint)
         warnings.warn(message, LeakageWarning, stacklevel=2)
     return problems

@@ -50,7 +50,7 @@ serve: setup
 TEST_DEVICES ?= 4
 TEST_WORKERS ?= 2
 test: setup
-	cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT && \
+	cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT INT TERM && \
 	XLA_FLAGS="--xla_force_host_platform_device_count=$(TEST_DEVICES) --xla_backend_optimization_level=0" \
 	  JAX_COMPILATION_CACHE_DIR="$$cache" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
 	  $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests

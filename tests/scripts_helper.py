@@ -3,6 +3,7 @@
 import contextlib
 import importlib.util
 import io
+import logging
 import os
 import socket
 import subprocess
@@ -58,22 +59,30 @@ def _fresh_interpreter_warnings():
 
 
 def _run_in_process(name, args):
+    from PIL import Image
+
     stdout, stderr = io.StringIO(), io.StringIO()
+    log = logging.StreamHandler(stderr)  # what logging's last resort prints in a fresh process
+    log.setLevel(logging.WARNING)
+    saved = sys.argv, Image.MAX_IMAGE_PIXELS  # predict.py and serve.py raise Pillow's limit
+    sys.argv = [os.path.join(ROOT, "scripts", name), *args]  # argparse's usage line: the name
+    logging.getLogger().addHandler(log)
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
             contextlib.chdir(ROOT), warnings.catch_warnings():
         _fresh_interpreter_warnings()
         try:
-            code = _script(name).main(args)
-        except SystemExit as exc:  # argparse: --help, a usage error
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if isinstance(exc.code, str):
-                print(exc.code, file=sys.stderr)
+            raise SystemExit(_script(name).main(args))  # then sys.exit's rules, as the script
+        except SystemExit as exc:
+            code = exc.code
+            if code is not None and not isinstance(code, int):
+                print(code, file=sys.stderr)  # sys.exit("text") / a non-int: printed, exit 1
+                code = 1
         except Exception:  # a bug: the traceback a crashed interpreter would print
             traceback.print_exc()
             code = 1
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            logging.getLogger().removeHandler(log)
+            sys.argv, Image.MAX_IMAGE_PIXELS = saved
     return subprocess.CompletedProcess([name, *args], code or 0, stdout.getvalue(),
                                        stderr.getvalue())
 

@@ -96,3 +96,27 @@ def test_a_resample_of_every_group_once_is_the_point_estimate():
     point = point_metrics(labels, probs)
     for key, value in point.items():
         assert got[key][0] == pytest.approx(value, abs=1e-9), key
+
+
+def test_edge_cases_equal_the_loop_float32_one_class_resamples_many_classes():
+    """float32 probabilities as predictions.csv gives them (ECE then differs at float32
+    rounding: the loop averaged in float32); three groups, so some resamples hold one class
+    (macro AUC and per-class AUC undefined); 30 classes, most absent from any resample."""
+    rng = np.random.default_rng(8)
+    labels = np.array([0] * 5 + [1] * 4 + [2] * 3)
+    groups = np.repeat([0, 1, 2], [5, 4, 3])
+    probs = rng.dirichlet(np.ones(3), len(labels)).astype(np.float32)
+    want = _reference_samples(labels, probs, groups, 40, 1, range(3))
+    got = resampling.bootstrap_samples(labels, probs, groups, 40, 1, range(3))
+    assert np.isnan(want["macro_auc"]).any() and np.isnan(want["auc[0]"]).any()
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-9 if key != "ece" else 1e-5,
+                                   atol=1e-12 if key != "ece" else 1e-6, err_msg=key)
+    labels = rng.integers(0, 30, 300)
+    probs = rng.dirichlet(np.ones(30), 300).astype(np.float32)
+    groups = np.arange(300) // 2
+    want = _reference_samples(labels, probs, groups, 10, 2, range(30))
+    got = resampling.bootstrap_samples(labels, probs, groups, 10, 2, range(30))
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-9 if key != "ece" else 1e-5,
+                                   atol=1e-12 if key != "ece" else 1e-6, err_msg=key)

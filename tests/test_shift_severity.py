@@ -190,3 +190,25 @@ def test_the_benchmark_runs_one_family_at_one_severity_on_the_smoke_run(smoke_ru
                                         "--results", str(results)],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     refused(bad, "unknown shift")
+
+
+def test_the_mean_rows_average_each_severity_over_the_families():
+    from benchmarks.quality.shift_severity import mean_rows
+
+    def cell(bacc, drop, adapted=None):
+        out = {"balanced_accuracy": {"value": bacc}, "drop": {"difference": drop}}
+        if adapted:
+            out["adapted"] = {"balanced_accuracy": {"value": adapted[0]},
+                              "drop": {"difference": adapted[1]},
+                              "gain": {"difference": adapted[2]}}
+        return out
+
+    data = {"blur-s3": cell(0.5, -0.10, (0.6, -0.02, 0.08)),
+            "noise-s3": cell(0.3, -0.30, (0.5, -0.06, 0.20)),
+            "blur-s5": cell(0.4, -0.20, (0.5, -0.10, 0.10)),
+            "noise-s5": cell(0.2, -0.40, (0.4, -0.20, 0.20))}
+    assert mean_rows(data, ["blur", "noise"], [3, 5], adapted=False) == [
+        "| **mean of 2** | 3 | **0.400** | **-20.0** | | |",
+        "| **mean of 2** | 5 | **0.300** | **-30.0** | | |"]
+    (row,) = mean_rows(data, ["blur", "noise"], [3], adapted=True)
+    assert row.endswith("| **0.550** | **-4.0** | **+14.0** |")

@@ -196,6 +196,8 @@ def main(argv=None) -> int:
     run, t0 = args.checkpoint, time.perf_counter()
     work = os.path.join(run, f"shift_severity-seed{args.seed}")
     clean_dir = os.path.join(work, "clean")
+    if args.adapt_bn:  # first: a run without BatchNorm is refused before any other work
+        evaluation(run, clean_dir + "_adapted", None, args.bootstrap, adapt_bn=1.0)
     clean = evaluation(run, clean_dir, None, args.bootstrap)
     row, data = score(clean, None)
     data = {"clean": data}

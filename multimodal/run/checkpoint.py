@@ -60,6 +60,10 @@ def _no_replica_parallel_on_cpu() -> None:
     _CPU_HANDLER_SET = True
 
 
+def _barriers(name: str):
+    return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
+
+
 class RunCheckpoints:
     """Two Orbax managers over one run directory."""
 
@@ -67,14 +71,18 @@ class RunCheckpoints:
         _no_replica_parallel_on_cpu()
         root = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
         self.metric = metric
+        # each manager meets the other hosts at barriers of its own names (Orbax's names are
+        # otherwise the same for both managers, and two saves in flight would collide)
         self.latest = ocp.CheckpointManager(
             os.path.join(root, "latest"), item_names=ITEMS,
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, cleanup_tmp_directories=True))
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, cleanup_tmp_directories=True,
+                                                 multiprocessing_options=_barriers("latest")))
         self.best = ocp.CheckpointManager(
             os.path.join(root, "best"), item_names=ITEMS,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep_best, best_fn=lambda m: m[metric], best_mode="max",
-                keep_checkpoints_without_metrics=False, cleanup_tmp_directories=True))
+                keep_checkpoints_without_metrics=False, cleanup_tmp_directories=True,
+                multiprocessing_options=_barriers("best")))
 
     @staticmethod
     def _args(model, optimizer, progress):
@@ -90,9 +98,10 @@ class RunCheckpoints:
         self.latest.save(step, args=self._args(model, optimizer, progress), force=True)
         if metrics is not None:
             if jax.process_count() > 1:
-                # Each manager's background finalize meets the other hosts at a barrier of the
-                # same name; two managers finalizing at once collide ("Barrier ... is already
-                # ongoing"), one host dies and the others wait for it forever.
+                # latest's background finalize and best's save both meet the other hosts at
+                # barriers; with one name they collided ("Barrier ... is already ongoing") and a
+                # host died while the others waited for it. Names of their own (_barriers), and
+                # one collective at a time, as JAX asks of barrier syncs.
                 self.latest.wait_until_finished()
             with use_weights(model, best_weights):
                 args = self._args(model, optimizer, progress)

@@ -194,7 +194,6 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
     key = jax.random.key(cfg.train.seed)
     spec = task.loss_spec(cfg)
     board = Board(workdir if cfg.train.tensorboard and jax.process_index() == 0 else None)
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     bar = tqdm(total=total_steps, initial=progress.step, unit="step", disable=not show_progress,
                dynamic_ncols=True, desc=cfg.name)
 
@@ -206,6 +205,7 @@ def train(cfg: Config, workdir: str, resume: bool = False, num_devices: int | No
         return {**progress.to_dict(), "iterator": json.dumps(iterator.get_state()),
                 "running": [float(x) for x in jax.device_get(running)]}
 
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # restored in finally
     try:
         seen, t0 = 0, time.perf_counter()
         while progress.step < total_steps and progress.stopped is None:

@@ -9,11 +9,10 @@ import io
 import json
 import os
 
+from multimodal.data.images.dicom import DICOM_EXTENSIONS, PIL_EXTENSIONS
 from multimodal.errors import DataError, UserError
 
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm",
-                    ".dicom")
+IMAGE_EXTENSIONS = PIL_EXTENSIONS + DICOM_EXTENSIONS  # what the one opener reads
 PATH_COLUMNS = ("image_path", "path", "image", "file", "filename")
 
 

@@ -92,7 +92,7 @@ def open_image(source, name: str | None = None) -> Image.Image:
     `with open_image(path) as im:`."""
     if is_dicom(source):
         return Image.fromarray(read(source, name))
-    return Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+    return Image.open(_file(source))
 
 
 def image_size(source, name: str | None = None) -> tuple[int, int]:
@@ -108,14 +108,18 @@ def _name(source, name):
     return name or (None if isinstance(source, (bytes, bytearray)) else os.fspath(source))
 
 
+def _file(source):
+    """A path as it is; bytes as a file object (what PIL and pydicom open)."""
+    return io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else source
+
+
 def read_dataset(source, name: str | None = None, pixels: bool = True):
     """The pydicom dataset of a file path or bytes (`pixels=False`: the header only)."""
     import pydicom
 
     name = _name(source, name)
-    target = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else source
     try:
-        return pydicom.dcmread(target, stop_before_pixels=not pixels)
+        return pydicom.dcmread(_file(source), stop_before_pixels=not pixels)
     except FileNotFoundError:
         raise DicomError("image file not found", name) from None
     except Exception as exc:  # noqa: BLE001 - InvalidDicomError, struct/EOF errors on damage
@@ -279,9 +283,7 @@ def header_metadata(source) -> dict:
     try:
         import pydicom
 
-        target = (io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray))
-                  else source)
-        ds = pydicom.dcmread(target, stop_before_pixels=True,
+        ds = pydicom.dcmread(_file(source), stop_before_pixels=True,
                              specific_tags=list(HEADER_FIELDS.values()))
     except Exception:  # noqa: BLE001 - an unreadable file is reported by the image checks
         return out

@@ -14,7 +14,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "multimodal"
 
 # left to right; a module may import its own layer and any layer to its left
 LAYERS = [
-    {"errors", "config", "metrics", "outputs", "tasks"},  # the base: no other part
+    {"errors", "config", "config_sources", "metrics", "outputs", "tasks"},  # the base: no other part
     {"data"},
     {"models"},
     {"run"},  # the run directory: one writer, one reader; weights, predictions, mesh, cache

@@ -27,7 +27,7 @@ import warnings
 
 import pandas as pd
 
-from multimodal.config import DROP_LABEL
+from multimodal.config_sources import DROP_LABEL
 from multimodal.data.table import DatasetTable
 from multimodal.errors import ConfigError
 

@@ -39,7 +39,9 @@ POLL = 2.0  # seconds between two looks at the study while other workers' trials
 MAX_RETRY = 3  # a trial that kills its worker every time is not retried for ever
 HOST = socket.gethostname()
 JOURNAL = "journal://"
-DRIVERS = {"postgresql": "psycopg2-binary", "mysql": "pymysql", "mariadb": "pymysql"}
+# a database driver module -> what to install (SQLAlchemy 2.1's postgresql:// is psycopg 3)
+DRIVERS = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "pymysql",
+           "MySQLdb": "mysqlclient"}
 # a dead worker's bookkeeping, not carried over to the trial that retries it
 WORKER_ATTRS = ("worker", "heartbeat", "interrupted", "surplus")
 
@@ -172,10 +174,13 @@ def _database(url: str, retry: Retry, heartbeat: int, grace: int) -> Shared:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat,
                                                  grace_period=grace, **{stale: retry})
-    except ModuleNotFoundError as exc:
-        driver = DRIVERS.get(parsed.get_backend_name(), exc.name)
-        raise ConfigError(f"--storage {shown}: its database driver {exc.name} is not "
-                          "installed", f"pip install {driver}") from None
+    except ImportError as exc:  # Optuna re-raises the driver's ModuleNotFoundError as this
+        missing = exc if isinstance(exc, ModuleNotFoundError) else exc.__cause__
+        if not isinstance(missing, ModuleNotFoundError):
+            raise
+        name = (missing.name or "").split(".")[0]
+        raise ConfigError(f"--storage {shown}: its database driver {name} is not "
+                          "installed", f"pip install {DRIVERS.get(name, name)}") from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise RunError(f"--storage {shown}: the database cannot be used "
                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",

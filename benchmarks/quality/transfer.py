@@ -28,7 +28,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import ROOT, cell, points, publish, run_script, timed, train_and_evaluate
+from benchmarks.common import (ROOT, TIMING, cell, points, publish, run_script, timed,
+                               train_and_evaluate)
 
 STARTS = {  # label: overrides (the config's own model.pretrained is the ImageNet start)
     "ImageNet (Lite0)": [],
@@ -73,6 +74,38 @@ def target_splits(source: str, n_subsets: int, size: int, seed: int = 0):
     return out
 
 
+def _train_eval(config: str, modality: str, workdir: str, sets: list[str]) -> float:
+    """train_and_evaluate, except that a finished evaluation is read, not run again."""
+    timing = os.path.join(workdir, TIMING)
+    if os.path.exists(os.path.join(workdir, "eval", "metrics.json")) and os.path.exists(timing):
+        with open(timing) as f:
+            return json.load(f)["train_seconds"] / 60
+    return train_and_evaluate(config, modality, workdir, sets)
+
+
+def source_as_is(source: str, evaluation: pd.DataFrame, out: str) -> str:
+    """The source run without fine-tuning, on the evaluation rows: its out-of-fold
+    predictions (scripts/cv.py wrote them; the same model, no flips) restricted to them,
+    scored like an evaluation (metrics.json beside predictions.csv, for scripts/compare.py)."""
+    from multimodal.evaluation.compare import classes_of
+    from multimodal.evaluation.context import arrays
+    from multimodal.evaluation.scoring import evaluate_predictions
+
+    preds = pd.read_csv(os.path.join(source, "oof_predictions.csv"), dtype={"image_id": str})
+    preds = preds[preds["image_id"].isin(set(evaluation["image_id"]))]
+    if len(preds) != len(evaluation):
+        raise SystemExit(f"error: {source}/oof_predictions.csv covers {len(preds)} of the "
+                         f"{len(evaluation)} evaluation rows")
+    os.makedirs(out, exist_ok=True)
+    preds.to_csv(os.path.join(out, "predictions.csv"), index=False)
+    classes = classes_of(preds)
+    labels, _, probs = arrays(preds, classes)
+    result = evaluate_predictions(labels, probs, preds["group_id"].to_numpy(), classes, 1000)
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump({**result, "n_images": len(preds)}, f, indent=1, default=float)
+    return out
+
+
 def _compare(a: str, b: str, names, out: str) -> dict:
     run_script("scripts/compare.py", a, b, "--names", *names, "--out", out)
     with open(out) as f:
@@ -97,8 +130,8 @@ def ham10000(args) -> None:
         for label, sets in STARTS.items():
             workdir = os.path.join(args.out, f"subset_{s}", label.split()[0].lower())
             sets = [x.format(source=args.source) for x in sets]
-            minutes = train_and_evaluate(args.config, "image", workdir,
-                                         [f"data.split_file={split_file}", *args.set, *sets])
+            minutes = _train_eval(args.config, "image", workdir,
+                                  [f"data.split_file={split_file}", *args.set, *sets])
             m = _metrics(os.path.join(workdir, "eval"))["metrics"]
             results[label].append(m["balanced_accuracy"]["value"])
             entry["runs"][label] = {"workdir": workdir, "metrics": m, "minutes": minutes}
@@ -115,12 +148,30 @@ def ham10000(args) -> None:
             gains[(b, a)].append(diff["balanced_accuracy"])
             entry["paired"][f"{b} - {a}"] = diff["balanced_accuracy"]
         data["subsets"].append(entry)
+    as_is = source_as_is(args.source, frame[frame["split"] == "test"],
+                         os.path.join(args.out, "source_as_is"))
+    m = _metrics(as_is)["metrics"]
+    data["source_as_is"] = {"metrics": m, "paired": []}
+    for entry in data["subsets"]:
+        tuned = os.path.join(entry["runs"]["another run"]["workdir"], "eval")
+        data["source_as_is"]["paired"].append(_compare(
+            as_is, tuned, ["source as is", "another run"],
+            os.path.join(args.out, f"subset_{entry['subset']}", "tuned-as_is.json"))[
+            "balanced_accuracy"])
+    tuned_gain = data["source_as_is"]["paired"]
+    source_row = (f"| the source run as it is (no fine-tuning) | "
+                  f"{cell(m['balanced_accuracy']['value'], m['balanced_accuracy']['ci95'])} | "
+                  f"{cell(m['macro_auc']['value'], m['macro_auc']['ci95'])} |")
     summary = [f"| {label} | {statistics.mean(v):.3f} +- {statistics.stdev(v):.3f} | "
                f"{min(v):.3f}-{max(v):.3f} |" for label, v in results.items()]
     paired = [f"| {b} - {a} | " + " ; ".join(points(g) for g in gains[(b, a)]) + " | "
               f"{100 * statistics.mean(g['difference'] for g in gains[(b, a)]):+.1f} | "
               f"{sum(g['ci95'][0] > 0 for g in gains[(b, a)])} / {len(gains[(b, a)])} |"
               for b, a in PAIRS]
+    paired.append("| another run (fine-tuned) - the source as it is | "
+                  + " ; ".join(points(g) for g in tuned_gain) + " | "
+                  f"{100 * statistics.mean(g['difference'] for g in tuned_gain):+.1f} | "
+                  f"{sum(g['ci95'][0] > 0 for g in tuned_gain)} / {len(tuned_gain)} |")
     ev = data["subsets"][0]["evaluation_images"]
     lines = ["# Transfer to a clinic's few hundred images (HAM10000)", "",
              (f"Source run `{args.source}` (a fold model of a grouped CV: its held-out lesions "
@@ -134,6 +185,8 @@ def ham10000(args) -> None:
              "minutes |", "| --- | --- | --- | --- | ---: |", *rows, "",
              "| start | balanced accuracy, mean +- sd over target sets | range |",
              "| --- | --- | --- |", *summary, "",
+             "| reference (the same evaluation rows) | balanced accuracy [95% CI] | macro AUC |",
+             "| --- | --- | --- |", source_row, "",
              "| paired difference (balanced accuracy, points) | per target set [95% CI] | mean "
              "| sets with CI above 0 |", "| --- | --- | ---: | ---: |", *paired]
     data["summary"] = {k: {"mean": statistics.mean(v), "sd": statistics.stdev(v), "values": v}

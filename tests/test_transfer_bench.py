@@ -1,0 +1,46 @@
+"""benchmarks/quality/transfer.py's target sets: drawn from the source run's held-out lesions
+only, never sharing a lesion with the evaluation half, about the asked size, one evaluation
+half for every draw; a source whose held-out rows share lesions with its training refused."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from benchmarks_helper import import_benchmark
+
+
+def _source(tmp_path, leak=False):
+    rng = np.random.default_rng(0)
+    rows = []
+    for g in range(600):  # 600 lesions of 1-3 images, 3 classes
+        part = "test" if g < 400 else ("val" if g < 450 else "train")
+        for i in range(1 + g % 3):
+            rows.append({"image_id": f"I{g}_{i}", "group_id": f"L{g}",
+                         "label": "abc"[int(rng.integers(3))], "split": part})
+    frame = pd.DataFrame(rows)
+    if leak:  # lesion L1's second image in training, its first held out
+        frame.loc[frame["image_id"] == "I1_1", "split"] = "train"
+    frame.to_csv(tmp_path / "split.csv", index=False)
+    return str(tmp_path)
+
+
+def test_target_sets_come_from_held_out_lesions_apart_from_the_evaluation_half(tmp_path):
+    transfer = import_benchmark("quality.transfer")
+    source = _source(tmp_path)
+    held = set(pd.read_csv(tmp_path / "split.csv").query("split == 'test'")["image_id"])
+    sets = transfer.target_splits(source, 3, 150, seed=0)
+    evaluations = [set(s.loc[s["split"] == "test", "image_id"]) for s in sets]
+    assert evaluations[0] == evaluations[1] == evaluations[2]
+    for s in sets:
+        target, evaluation = s[s["split"] != "test"], s[s["split"] == "test"]
+        assert set(s["image_id"]) <= held
+        assert not set(target["group_id"]) & set(evaluation["group_id"])
+        train, val = target[target["split"] == "train"], target[target["split"] == "val"]
+        assert not set(train["group_id"]) & set(val["group_id"]) and len(val) > 0
+        assert abs(len(target) - 150) <= 0.05 * len(held) / 2 + 3  # a twentieth of the pool
+    assert len({frozenset(s.loc[s["split"] != "test", "image_id"]) for s in sets}) == 3
+
+
+def test_a_source_whose_held_out_lesions_it_trained_on_is_refused(tmp_path):
+    transfer = import_benchmark("quality.transfer")
+    with pytest.raises(SystemExit, match="share lesions"):
+        transfer.target_splits(_source(tmp_path, leak=True), 2, 100)

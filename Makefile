@@ -46,14 +46,15 @@ serve: setup
 # core each) and XLA's backend optimisation off: tiny test models compile in half the time and
 # their results do not depend on it. JAX's persistent compilation cache, new for each run and
 # shared by both workers and the scripts they start: many tests compile the same smoke step.
-# TEST_DEVICES: forced host devices (multi-device code on CPU).
+# TEST_DEVICES: forced host devices (multi-device code on CPU). --durations: the slowest tests
+# are listed at the end, to keep the suite under its 15 minutes.
 TEST_DEVICES ?= 4
 TEST_WORKERS ?= 2
 test: setup
 	cache=$$(mktemp -d) && trap 'rm -rf "$$cache"' EXIT INT TERM && \
 	XLA_FLAGS="--xla_force_host_platform_device_count=$(TEST_DEVICES) --xla_backend_optimization_level=0" \
 	  JAX_COMPILATION_CACHE_DIR="$$cache" JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
-	  $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	  $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
 
 # Re-resolve the newest versions allowed by pyproject.toml into constraints.txt (then run
 # `make test` and commit both files).

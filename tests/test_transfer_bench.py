@@ -44,3 +44,21 @@ def test_a_source_whose_held_out_lesions_it_trained_on_is_refused(tmp_path):
     transfer = import_benchmark("quality.transfer")
     with pytest.raises(SystemExit, match="share lesions"):
         transfer.target_splits(_source(tmp_path, leak=True), 2, 100)
+
+
+def test_the_baselines_table_names_the_transfer_results(tmp_path):
+    """run_baselines --rewrite writes baselines.md from baselines.json without training, with
+    the transfer figures read from their result files."""
+    import json
+
+    run_baselines = import_benchmark("quality.run_baselines")
+    (tmp_path / "baselines.json").write_text(json.dumps({"rows": {}}))
+    (tmp_path / "transfer_ham10000.json").write_text(json.dumps({"summary": {
+        "ImageNet (Lite0)": {"mean": 0.4, "sd": 0.02}, "another run": {"mean": 0.6, "sd": 0.01}}}))
+    (tmp_path / "transfer_chestxray.json").write_text(json.dumps({
+        "scratch": {"workdir": "w", "metrics": {"balanced_accuracy": {"value": 0.55}}},
+        "another run - scratch": {"balanced_accuracy": {}}}))
+    assert run_baselines.main(["--rewrite", "--results", str(tmp_path)]) == 0
+    text = (tmp_path / "baselines.md").read_text()
+    assert "## Transfer between datasets" in text
+    assert "another run 0.600 +- 0.010" in text and "scratch 0.550" in text

@@ -209,7 +209,37 @@ def summary_table(rows: dict) -> list[str]:
     return lines
 
 
-def markdown(rows: dict, tiny: bool) -> str:
+def transfer_lines(folder: str) -> list[str]:
+    """The reports' pretrain-then-fine-tune stage, measured apart (benchmarks/quality/
+    transfer.py): its headline figures, read from the result files when they exist."""
+    lines = []
+    path = os.path.join(folder, "transfer_ham10000.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            s = json.load(f)["summary"]
+        lines.append("- HAM10000, a clinic's ~500 images, balanced accuracy over target sets "
+                     "(mean +- sd): " + ", ".join(f"{k} {v['mean']:.3f} +- {v['sd']:.3f}"
+                                                 for k, v in s.items())
+                     + " ([transfer_ham10000](transfer_ham10000.md))")
+    path = os.path.join(folder, "transfer_chestxray.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            d = json.load(f)
+        starts = [(k, v) for k, v in d.items() if isinstance(v, dict) and "workdir" in v]
+        lines.append("- covid-chestxray, COVID-19 vs other findings (patient-grouped CV, out of "
+                     "fold): " + ", ".join(f"{k} {v['metrics']['balanced_accuracy']['value']:.3f}"
+                                           for k, v in starts)
+                     + " ([transfer_chestxray](transfer_chestxray.md)); the opacity task has 19 "
+                       "'No Finding' images, too few to measure")
+    if not lines:
+        return []
+    return ["", "## Transfer between datasets", "",
+            ("The reports' pretrain-then-fine-tune stage (`model.init_from: RUN`; merged "
+             "sources: `data.sources`), measured by `python -m benchmarks.quality.transfer` "
+             "(each file holds its command):"), "", *lines]
+
+
+def markdown(rows: dict, tiny: bool, folder: str | None = None) -> str:
     commands = sorted({r["command"] for r in rows.values()})
     lines = ["# Report baselines rebuilt with this toolkit" + (" (--tiny: pipeline check, "
              "numbers meaningless)" if tiny else ""), "",
@@ -237,4 +267,6 @@ def markdown(rows: dict, tiny: bool) -> str:
                      f"{number_cell(r['balanced_accuracy'])} | {number_cell(r['macro_auc'])} | {minutes} | "
                      f"{r['hardware']} | {r['what']} (test: {r['n_test']} images; "
                      f"{r['date']}) |")
+    if folder and not tiny:
+        lines += transfer_lines(folder)
     return "\n".join(lines)

@@ -151,7 +151,8 @@ def chestxray(bench):
         run = bench.train_eval(os.path.join(bench.out, key, "group"), cfg)
         extra = ["covid-chestxray-dataset (opacity vs no finding), split by patient",
                  ("NOT REPRODUCED: merging an external chest X-ray set and pretraining on the "
-                  "merged set (no second set here)"),
+                  "merged set (no second set here; data.sources and model.init_from do both, "
+                  "measured in transfer_chestxray.md)"),
                  "equalisation, flip/zoom/shear/brightness, two stages",
                  "Xception from random init (no ImageNet file given)"]
         rows.append(make_row(key, f"4. Chest X-ray opacity, Xception ({modality})",

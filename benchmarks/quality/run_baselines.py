@@ -5,6 +5,7 @@ claimed: benchmarks/results/baselines.md (+ .json).
     python -m benchmarks.quality.run_baselines --data-root ../shared/data --budget gpu   # full recipes
     python -m benchmarks.quality.run_baselines --budget cpu --only resnet18 resnet50     # some systems
     python -m benchmarks.quality.run_baselines --tiny                                    # seconds: tests
+    python -m benchmarks.quality.run_baselines --rewrite     # baselines.md again, + transfer results
 
 Systems (--only names; configs in configs/baselines/):
     xception      1. Xception transfer learning, HAM10000 (ISIC 2018 test when present)
@@ -59,7 +60,14 @@ def main(argv=None) -> int:
     parser.add_argument("--fresh", action="store_true",
                         help="delete this budget's runs first instead of reusing them")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--rewrite", action="store_true",
+                        help="only write baselines.md anew from baselines.json and the "
+                             "transfer results (no training)")
     args = parser.parse_args(argv)
+    if args.rewrite:
+        with open(os.path.join(args.results, "baselines.json")) as f:
+            print(f"-> {_write(args.results, 'baselines', json.load(f)['rows'], False)}")
+        return 0
     os.environ["MULTIMODAL_DATA"] = os.path.abspath(args.data_root)
     if args.tiny and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
         # compile time is most of a smoke run: unoptimised code compiles in about half the
@@ -109,7 +117,7 @@ def _write(folder, name, rows, tiny) -> str:
         json.dump({"rows": rows, "machine": machine()}, f, indent=1, default=float)
     path = os.path.join(folder, f"{name}.md")
     with open(path, "w") as f:
-        f.write(markdown(rows, tiny) + "\n")
+        f.write(markdown(rows, tiny, folder) + "\n")
     return path
 
 

@@ -17,6 +17,11 @@ invented; an unknown value is refused with the accepted ones.
 --explain: per prediction, how much the image and each metadata field moved it (SHAP
 values of a stacked ensemble's XGBoost, else the change in the top-class probability when
 each field is masked). --saliency DIR: an integrated-gradient overlay PNG per image.
+--adapt-bn (a run only, at least 32 images): first re-estimate the run's BatchNorm statistics
+on all the given images, unlabelled (a new clinic's camera; multimodal/evaluation/adapt.py),
+blended with the training ones by --adapt-bn-blend, then predict them all. The run's files
+are not changed. An exported model or an ensemble is not adapted: pass the run itself.
+The images' class mix biases the statistics as well as their camera.
 A research tool, not a diagnosis.
 """
 
@@ -43,6 +48,32 @@ def flags_metadata(args) -> dict:
     return given
 
 
+def adapt_to_images(predictor, n_items: int, blend: float | None, batches) -> None:
+    """predict.py --adapt-bn: the run's BatchNorm statistics re-estimated on the given
+    images; refused for an ensemble, a model without BatchNorm or too few images, before
+    any image is read."""
+    from flax import nnx
+
+    from multimodal.evaluation import adapt
+
+    blend = adapt.check_blend(1.0 if blend is None else blend)
+    if predictor.kind != "run" or not hasattr(predictor.model, "graphdef"):
+        raise ConfigError(f"--adapt-bn adapts one run; {predictor.path} is a "
+                          f"{predictor.kind}", "pass one of its member runs with --checkpoint")
+    model = nnx.merge(predictor.model.graphdef, predictor.model.state)
+    if not adapt.batchnorms(model):
+        raise ConfigError(f"{predictor.path} has no BatchNorm layers: nothing for --adapt-bn "
+                          "to re-estimate", "drop --adapt-bn")
+    if n_items < adapt.MIN_IMAGES:
+        raise ConfigError(f"--adapt-bn needs at least {adapt.MIN_IMAGES} target images; "
+                          f"{n_items} given: below {adapt.MIN_IMAGES} the BatchNorm statistics "
+                          "estimate is too noisy", "predict more of the clinic's images at "
+                          "once, or drop --adapt-bn")
+    seen, layers = predictor.model.adapt_batchnorm(batches, blend)
+    print(f"adapted BatchNorm on {seen} target images ({layers} layers, blend {blend:g}); "
+          f"{adapt.CLASS_MIX_NOTE}", file=sys.stderr)
+
+
 @cli
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
@@ -65,10 +96,20 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-bad", action="store_true",
                         help="warn about unreadable images and go on (default: stop)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--adapt-bn", action="store_true",
+                        help="re-estimate a run's BatchNorm statistics on these images first")
+    parser.add_argument("--adapt-bn-blend", type=float, default=None, metavar="0..1",
+                        help="with --adapt-bn: the target statistics' weight (default 1)")
     add_limit_options(parser, "--max-file-mb", 256.0, "largest image file read")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.adapt_bn_blend is not None and not args.adapt_bn:
+        raise ConfigError("--adapt-bn-blend needs --adapt-bn", "add --adapt-bn")
+    if args.adapt_bn and args.model:
+        raise ConfigError("--adapt-bn adapts a run: an exported model's function and "
+                          "statistics are fixed when it is exported",
+                          "pass the run it was exported from: --checkpoint RUN")
     check_limit_options("--max-file-mb", args.max_file_mb, args.max_pixels, args.max_aspect)
     path = args.checkpoint or args.model
     if args.model and not os.path.isdir(args.model):
@@ -89,24 +130,35 @@ def main(argv=None) -> int:
     rows = [check_row(predictor, item, flags) for item in items]  # all checked before work
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, args.max_pixels)  # ours decides
     limits = (int(args.max_file_mb * 2**20), args.max_pixels, args.max_aspect)
+    def chunks(warn: bool):
+        """(indices kept, pictures) per batch of items; unreadable ones stop or are skipped."""
+        for start in range(0, len(items), args.batch_size):
+            pictures, kept = [], []
+            for k, item in enumerate(items[start:start + args.batch_size]):
+                try:
+                    picture = (read_image_file(item["path"], *limits) if predictor.uses_image
+                               else None)
+                    if picture is not None:
+                        predictor.check_picture(picture, item["path"])
+                    pictures.append(picture)
+                    kept.append(start + k)
+                except ImageInputError as exc:
+                    if not args.skip_bad:
+                        raise
+                    if warn:
+                        print(f"warning: skipped {exc.one_line()}", file=sys.stderr)
+            yield kept, pictures
+
+    if args.adapt_bn:
+        adapt_to_images(predictor, len(items), args.adapt_bn_blend,
+                        (predictor.model.batch(p, [rows[i] for i in kept])
+                         for kept, p in chunks(False) if kept))
     if args.saliency:
         os.makedirs(args.saliency, exist_ok=True)
     results, used = [], set()
     bar = tqdm(total=len(items), unit="img", desc="predict", file=sys.stderr,
                disable=args.no_progress or len(items) <= args.batch_size)
-    for start in range(0, len(items), args.batch_size):
-        chunk, pictures, kept = items[start:start + args.batch_size], [], []
-        for k, item in enumerate(chunk):
-            try:
-                picture = read_image_file(item["path"], *limits) if predictor.uses_image else None
-                if picture is not None:
-                    predictor.check_picture(picture, item["path"])
-                pictures.append(picture)
-                kept.append(start + k)
-            except ImageInputError as exc:
-                if not args.skip_bad:
-                    raise
-                print(f"warning: skipped {exc.one_line()}", file=sys.stderr)
+    for kept, pictures in chunks(True):
         predictions = predictor.predict(pictures, [rows[i] for i in kept], explain=args.explain,
                                         saliency=bool(args.saliency) and predictor.uses_image)
         for i, pred in zip(kept, predictions):
@@ -117,7 +169,7 @@ def main(argv=None) -> int:
                     f.write(overlay_png(*pred.saliency))
                 result["saliency_png"] = target
             results.append(result)
-        bar.update(len(chunk))
+        bar.update(min(args.batch_size, len(items) - bar.n))
     bar.close()
     text = render(results, predictor.classes, args.format)
     if args.out:

@@ -205,3 +205,61 @@ def test_the_corruption_benchmark_scores_each_copy_adapted_beside_plain(bn_run, 
     gain = adapted["metrics"]["balanced_accuracy"]["value"] - \
         plain["metrics"]["balanced_accuracy"]["value"]
     assert abs(cell["adapted"]["gain"]["difference"] - gain) < 1e-9
+
+
+def _picture_folder(tmp_path, n: int) -> str:
+    """A folder of n of the bundled sample's pictures (a new clinic's images, unlabelled)."""
+    import os
+    import shutil
+
+    from multimodal.config import SAMPLE_DIR
+
+    folder = tmp_path / f"clinic_{n}"
+    folder.mkdir()
+    names = sorted(os.listdir(os.path.join(SAMPLE_DIR, "images")))[:n]
+    for name in names:
+        shutil.copy(os.path.join(SAMPLE_DIR, "images", name), folder / name)
+    return str(folder)
+
+
+def _predict(checkpoint, folder, *extra):
+    out = run_script("predict.py", "--checkpoint", checkpoint, folder, "--format", "json",
+                     "--no-progress", *extra)
+    return out, {r["image"]: r["probabilities"] for r in json.loads(out.stdout)}
+
+
+def test_predict_adapt_bn_re_estimates_on_the_given_images_and_leaves_the_run(bn_run, tmp_path):
+    """predict.py --adapt-bn: blend 0 gives the plain predictions exactly, blend 1 others;
+    the run's files are untouched."""
+    import hashlib
+    import pathlib
+
+    def digest():
+        files = sorted(p for p in pathlib.Path(bn_run).rglob("*") if p.is_file())
+        return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+
+    before = digest()
+    folder = _picture_folder(tmp_path, 40)
+    _, plain = _predict(bn_run, folder)
+    out, unchanged = _predict(bn_run, folder, "--adapt-bn", "--adapt-bn-blend", "0")
+    assert unchanged == plain
+    out, moved = _predict(bn_run, folder, "--adapt-bn")
+    assert "adapted BatchNorm on 40 target images (3 layers, blend 1)" in out.stderr
+    assert "class mix" in out.stderr
+    assert set(moved) == set(plain) and moved != plain
+    assert digest() == before
+
+
+def test_predict_adapt_bn_refusals(bn_run, smoke_run, tmp_path):
+    few = _picture_folder(tmp_path, 10)
+    many = _picture_folder(tmp_path, 33)
+    refused(run_script("predict.py", "--checkpoint", bn_run, few, "--adapt-bn", check=False),
+            "at least 32", "10 given")
+    refused(run_script("predict.py", "--checkpoint", bn_run, many, "--adapt-bn-blend", "0.5",
+                       check=False), "needs --adapt-bn")
+    refused(run_script("predict.py", "--checkpoint", bn_run, many, "--adapt-bn",
+                       "--adapt-bn-blend", "2", check=False), "[0, 1]")
+    refused(run_script("predict.py", "--checkpoint", smoke_run, many, "--adapt-bn",
+                       check=False), "no BatchNorm layers")
+    refused(run_script("predict.py", "--model", str(tmp_path), many, "--adapt-bn",
+                       check=False), "adapts a run")

@@ -19,7 +19,7 @@ import threading
 import numpy as np
 
 from multimodal.data.pipeline.metadata import MetadataEncoder
-from multimodal.errors import RunError
+from multimodal.errors import ConfigError, RunError
 from multimodal.metrics import softmax
 from multimodal.serving.preprocess import Preprocessing
 
@@ -89,6 +89,26 @@ class SingleModel:
 
     def batch(self, pictures, metadata_rows) -> dict:
         return self.prep.batch(pictures, metadata_rows)
+
+    def adapt_batchnorm(self, batches, blend: float = 1.0) -> tuple[int, int]:
+        """Re-estimate a run's BatchNorm statistics on `batches` (dicts from `batch`: the
+        target images, unlabelled; multimodal/evaluation/adapt.py), blended with its own by
+        `blend`; (images seen, BatchNorm layers). A run only: an exported model's function
+        is fixed when exported."""
+        from flax import nnx
+
+        from multimodal.evaluation import adapt
+
+        if not hasattr(self, "graphdef"):
+            raise ConfigError("--adapt-bn adapts a run: an exported model's function and "
+                              "statistics are fixed when it is exported",
+                              "pass the run it was exported from (--checkpoint RUN)")
+        model = nnx.merge(self.graphdef, self._params)
+        stats, seen = adapt.target_statistics(model, batches)
+        adapt.set_statistics(model, stats, blend)
+        with self._lock:
+            self._params = self.state = nnx.state(model)
+        return seen, len(adapt.batchnorms(model))
 
     def logits(self, batch: dict) -> np.ndarray:
         import jax.numpy as jnp

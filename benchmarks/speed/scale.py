@@ -24,7 +24,9 @@ by two processes. The stages, each in a fresh process (`--stage`), as the toolki
 - `bootstrap`: the evaluation's 1,000-resample lesion bootstrap of every metric
   (evaluation/scoring.py `evaluate_predictions`) on N rows.
 
-`--table-rows` sizes the last two apart (they need no images: up to 1M rows). Peak memory is
+`--table-rows` sizes the last two apart (they need no images: up to 1M rows). What was measured
+is kept in OUT/measured.json, so the command continues after a stop (`--fresh`: again). Peak
+memory is
 the process's maximum resident set (ru_maxrss) minus what it held before the stage began
 (imports, the model), per image or row; seconds are wall time of the stage alone.
 """
@@ -318,6 +320,8 @@ def main():
                         choices=[*IMAGE_STAGES, *TABLE_STAGES])
     parser.add_argument("--out", default="/tmp/multimodal_scale", help="data and prepared "
                         "folders (100k images: about 4 GB)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="measure again what OUT/measured.json holds (default: reuse)")
     parser.add_argument("--smoke", action="store_true",
                         help="60 and 120 images, 500 and 1000 rows")
     parser.add_argument("--name", default="scale_cpu")
@@ -332,14 +336,29 @@ def main():
     if args.smoke:
         args.sizes, args.table_rows = [60, 120], [500, 1000]
     log = lambda line: print(line, flush=True)  # noqa: E731
+    os.makedirs(args.out, exist_ok=True)
+    kept = os.path.join(args.out, "measured.json")  # a stopped run keeps what it measured
+    done = {}
+    if os.path.exists(kept) and not args.fresh:
+        with open(kept) as f:
+            done = {(r["stage"], r["n"]): r for r in json.load(f)}
+
+    def measure(stage, root, n):
+        if (stage, n) not in done:
+            done[(stage, n)] = _child(stage, root, n, log)
+            with open(kept + ".tmp", "w") as f:
+                json.dump(list(done.values()), f)
+            os.replace(kept + ".tmp", kept)
+        return done[(stage, n)]
+
     results, made = [], {}
     for n in args.sizes:
         root = os.path.join(args.out, f"n{n}")
         made[n] = synth(root, n)
         log(f"data n={n}: {made[n]:.0f} s to draw (0: drawn before)")
-        results += [_child(s, root, n, log) for s in args.stages if s in IMAGE_STAGES]
+        results += [measure(s, root, n) for s in args.stages if s in IMAGE_STAGES]
     for n in args.table_rows:
-        results += [_child(s, args.out, n, log) for s in args.stages if s in TABLE_STAGES]
+        results += [measure(s, args.out, n) for s in args.stages if s in TABLE_STAGES]
     stages = [s for s in args.stages]
     lines, ratios = _rows(results, stages)
     verdict = [f"| {s} | {r['sizes'][0]:,} -> {r['sizes'][1]:,} | {r['time_ratio']:.2f} | "

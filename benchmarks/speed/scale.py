@@ -26,9 +26,8 @@ by two processes. The stages, each in a fresh process (`--stage`), as the toolki
 
 `--table-rows` sizes the last two apart (they need no images: up to 1M rows). What was measured
 is kept in OUT/measured.json, so the command continues after a stop (`--fresh`: again). Peak
-memory is
-the process's maximum resident set (ru_maxrss) minus what it held before the stage began
-(imports, the model), per image or row; seconds are wall time of the stage alone.
+memory is the process's maximum resident set (ru_maxrss) minus what it held before the stage
+began (imports, the model), per image or row; seconds are wall time of the stage alone.
 """
 
 from __future__ import annotations

@@ -48,10 +48,10 @@ def flags_metadata(args) -> dict:
     return given
 
 
-def adapt_to_images(predictor, n_items: int, blend: float | None, batches) -> None:
+def adapt_to_images(predictor, n_items: int, blend: float | None, cases) -> None:
     """predict.py --adapt-bn: the run's BatchNorm statistics re-estimated on the given
-    images; refused for an ensemble, a model without BatchNorm or too few images, before
-    any image is read."""
+    images ((picture, metadata row) pairs); refused for an ensemble, a model without
+    BatchNorm or too few images before any image is read (and when fewer could be read)."""
     from flax import nnx
 
     from multimodal.evaluation import adapt
@@ -69,7 +69,7 @@ def adapt_to_images(predictor, n_items: int, blend: float | None, batches) -> No
                           f"{n_items} given: below {adapt.MIN_IMAGES} the BatchNorm statistics "
                           "estimate is too noisy", "predict more of the clinic's images at "
                           "once, or drop --adapt-bn")
-    seen, layers = predictor.model.adapt_batchnorm(batches, blend)
+    seen, layers = predictor.model.adapt_batchnorm(cases, blend)
     print(f"adapted BatchNorm on {seen} target images ({layers} layers, blend {blend:g}); "
           f"{adapt.CLASS_MIX_NOTE}", file=sys.stderr)
 
@@ -106,6 +106,10 @@ def main(argv=None) -> int:
         raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.adapt_bn_blend is not None and not args.adapt_bn:
         raise ConfigError("--adapt-bn-blend needs --adapt-bn", "add --adapt-bn")
+    if args.adapt_bn_blend is not None:
+        from multimodal.evaluation.adapt import check_blend
+
+        check_blend(args.adapt_bn_blend)
     if args.adapt_bn and args.model:
         raise ConfigError("--adapt-bn adapts a run: an exported model's function and "
                           "statistics are fixed when it is exported",
@@ -151,8 +155,8 @@ def main(argv=None) -> int:
 
     if args.adapt_bn:
         adapt_to_images(predictor, len(items), args.adapt_bn_blend,
-                        (predictor.model.batch(p, [rows[i] for i in kept])
-                         for kept, p in chunks(False) if kept))
+                        ((picture, rows[i]) for kept, pictures in chunks(False)
+                         for i, picture in zip(kept, pictures)))
     if args.saliency:
         os.makedirs(args.saliency, exist_ok=True)
     results, used = [], set()

@@ -176,8 +176,12 @@ def _database(url: str, retry: Retry, heartbeat: int, grace: int) -> Shared:
                                                  grace_period=grace, **{stale: retry})
     except ImportError as exc:  # Optuna re-raises the driver's ModuleNotFoundError as this
         missing = exc if isinstance(exc, ModuleNotFoundError) else exc.__cause__
-        if not isinstance(missing, ModuleNotFoundError):
-            raise
+        if not isinstance(missing, ModuleNotFoundError):  # installed, but it does not load
+            cause = missing or exc
+            raise ConfigError(f"--storage {shown}: its database driver does not load "
+                              f"({type(cause).__name__}: {str(cause).splitlines()[0][:200]})",
+                              "reinstall it, e.g. pip install 'psycopg[binary]' for "
+                              "PostgreSQL (it brings its own libpq)") from None
         name = (missing.name or "").split(".")[0]
         raise ConfigError(f"--storage {shown}: its database driver {name} is not "
                           "installed", f"pip install {DRIVERS.get(name, name)}") from None

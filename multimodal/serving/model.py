@@ -69,6 +69,7 @@ class SingleModel:
                   "fusion": run.cfg.model.fusion, "name": run.cfg.name}
         model = cls(run.classes, prep, logits, state, source)
         model.state, model.graphdef = state, graphdef  # for export
+        model.batch_size = run.cfg.data.batch_size  # --adapt-bn batches as evaluation's
         return model
 
     @classmethod
@@ -90,11 +91,13 @@ class SingleModel:
     def batch(self, pictures, metadata_rows) -> dict:
         return self.prep.batch(pictures, metadata_rows)
 
-    def adapt_batchnorm(self, batches, blend: float = 1.0) -> tuple[int, int]:
-        """Re-estimate a run's BatchNorm statistics on `batches` (dicts from `batch`: the
-        target images, unlabelled; multimodal/evaluation/adapt.py), blended with its own by
-        `blend`; (images seen, BatchNorm layers). A run only: an exported model's function
-        is fixed when exported."""
+    def adapt_batchnorm(self, cases, blend: float = 1.0) -> tuple[int, int]:
+        """Re-estimate a run's BatchNorm statistics on `cases` ((picture, metadata row)
+        pairs: the target images, unlabelled; multimodal/evaluation/adapt.py) in batches of
+        the run's batch size, as `evaluate.py --adapt-bn` does, blended with its own by
+        `blend`; (images seen, BatchNorm layers). Refused below adapt.MIN_IMAGES images
+        read, before the model changes. A run only: an exported model's function is fixed
+        when exported."""
         from flax import nnx
 
         from multimodal.evaluation import adapt
@@ -103,8 +106,25 @@ class SingleModel:
             raise ConfigError("--adapt-bn adapts a run: an exported model's function and "
                               "statistics are fixed when it is exported",
                               "pass the run it was exported from (--checkpoint RUN)")
+
+        def batches():
+            pictures, rows = [], []
+            for picture, row in cases:
+                pictures.append(picture)
+                rows.append(row)
+                if len(pictures) == self.batch_size:
+                    yield self.batch(pictures, rows)
+                    pictures, rows = [], []
+            if pictures:
+                yield self.batch(pictures, rows)
+
         model = nnx.merge(self.graphdef, self._params)
-        stats, seen = adapt.target_statistics(model, batches)
+        stats, seen = adapt.target_statistics(model, batches())
+        if seen < adapt.MIN_IMAGES:
+            raise ConfigError(f"--adapt-bn needs at least {adapt.MIN_IMAGES} target images; "
+                              f"{seen} could be read: below {adapt.MIN_IMAGES} the BatchNorm "
+                              "statistics estimate is too noisy",
+                              "give more of the clinic's images, or drop --adapt-bn")
         adapt.set_statistics(model, stats, blend)
         with self._lock:
             self._params = self.state = nnx.state(model)

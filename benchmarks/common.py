@@ -51,11 +51,13 @@ def feature_bench_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
-def train_and_evaluate(config: str, modality: str, workdir: str, sets: list[str]) -> float:
+def train_and_evaluate(config: str, modality: str, workdir: str, sets: list[str],
+                       reuse_eval: bool = False) -> float:
     """scripts/train.py then scripts/evaluate.py on the test split; returns the training wall
     minutes (data preparation included). A finished run in workdir is reused, with the minutes
     of the session that trained it, when it was trained with the same settings; otherwise the
-    benchmark stops rather than tabulate a run made with other settings."""
+    benchmark stops rather than tabulate a run made with other settings. `reuse_eval`: a
+    finished run's evaluation (workdir/eval/metrics.json) is read, not made again."""
     from multimodal.config import config_differences, load_config
     from multimodal.run.files import load_run_config
 
@@ -75,7 +77,9 @@ def train_and_evaluate(config: str, modality: str, workdir: str, sets: list[str]
         minutes = timed(workdir, "summary.json", lambda: run_script(
             "scripts/train.py", "--config", config, "--modality", modality, "--workdir", workdir,
             "--no-progress", *[x for s in sets for x in ("--set", s)])) / 60
-    run_script("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
+    if not (reuse_eval and finished and
+            os.path.exists(os.path.join(workdir, "eval", "metrics.json"))):
+        run_script("scripts/evaluate.py", "--checkpoint", workdir, "--saliency", "0")
     return minutes
 
 

@@ -216,8 +216,10 @@ def transfer_lines(folder: str) -> list[str]:
     path = os.path.join(folder, "transfer_ham10000.json")
     if os.path.exists(path):
         with open(path) as f:
-            s = json.load(f)["summary"]
-        lines.append("- HAM10000, a clinic's ~500 images, balanced accuracy over target sets "
+            d = json.load(f)
+        s = d["summary"]
+        lines.append(f"- HAM10000, a clinic's ~{d.get('size', '?')} images, balanced accuracy "
+                     "over target sets "
                      "(mean +- sd): " + ", ".join(f"{k} {v['mean']:.3f} +- {v['sd']:.3f}"
                                                  for k, v in s.items())
                      + " ([transfer_ham10000](transfer_ham10000.md))")

@@ -152,7 +152,8 @@ def cv_lines() -> list[str]:
             continue
         m, spread = entry["metrics"], entry["fold_spread"]["balanced_accuracy"]
         setting = entry["setting"]
-        test = next((v["test"]["balanced_accuracy"] for k, v in data["stack"]["systems"].items()
+        systems = data.get("stack", {}).get("systems", {})
+        test = next((v["test"]["balanced_accuracy"] for k, v in systems.items()
                      if k == f"member:{os.path.basename(key)}"), None)
         lines.append(f"| `{setting['name']}`, {setting['modality']}, {setting['folds']} folds "
                      f"(`{key}`) | {cell(m['balanced_accuracy']['value'], m['balanced_accuracy']['ci95'])}"
@@ -161,7 +162,7 @@ def cv_lines() -> list[str]:
                      + (f"{cell(test['value'], test['ci95'])} (fold average)" if test else "")
                      + f" | {setting['folds']}-fold OOF | {sum(entry['minutes']):.0f} | "
                      "`cv_ham10000_cpu.md` |")
-    for name, system in data["stack"]["systems"].items():
+    for name, system in data.get("stack", {}).get("systems", {}).items():
         if name.startswith(("member:", "single:")):
             continue
         oof, test = system["oof"], system["test"]

@@ -66,7 +66,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.rewrite:
         with open(os.path.join(args.results, "baselines.json")) as f:
-            print(f"-> {_write(args.results, 'baselines', json.load(f)['rows'], False)}")
+            kept = json.load(f)
+        print(f"-> {_write(args.results, 'baselines', kept['rows'], False, kept.get('machine'))}")
         return 0
     os.environ["MULTIMODAL_DATA"] = os.path.abspath(args.data_root)
     if args.tiny and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
@@ -111,10 +112,13 @@ def main(argv=None) -> int:
     return 1 if failed else 0
 
 
-def _write(folder, name, rows, tiny) -> str:
+def _write(folder, name, rows, tiny, measured_on: dict | None = None) -> str:
+    """baselines.md/.json from the rows; `measured_on`: the machine the rows were measured on
+    when it is not this one (--rewrite)."""
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, f"{name}.json"), "w") as f:
-        json.dump({"rows": rows, "machine": machine()}, f, indent=1, default=float)
+        json.dump({"rows": rows, "machine": measured_on or machine()}, f, indent=1,
+                  default=float)
     path = os.path.join(folder, f"{name}.md")
     with open(path, "w") as f:
         f.write(markdown(rows, tiny, folder) + "\n")

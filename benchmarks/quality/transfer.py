@@ -8,7 +8,7 @@ cross-validation (`scripts/cv.py`), so the lesions of its held-out fold were nev
 training or validation rows. Those lesions are halved (grouped, stratified): one half is the
 evaluation set, shared by every run; from the other half, `--subsets` target sets of about
 `--size` images are drawn (grouped, stratified, one seed each; they may overlap), each split
-into training and a validation seventh by lesion. Every target set is fine-tuned three ways
+into training and about 15% validation by lesion. Every target set is fine-tuned three ways
 with the same config, epochs and seed, and scored on the evaluation half; the paired
 differences (scripts/compare.py, lesion bootstrap) are per target set, the summary row the
 mean and spread over target sets.
@@ -28,8 +28,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import (ROOT, TIMING, cell, points, publish, run_script, timed,
-                               train_and_evaluate)
+from benchmarks.common import ROOT, cell, points, publish, run_script, timed, train_and_evaluate
 
 STARTS = {  # label: overrides (the config's own model.pretrained is the ImageNet start)
     "ImageNet (Lite0)": [],
@@ -68,19 +67,14 @@ def target_splits(source: str, n_subsets: int, size: int, seed: int = 0):
         folds = _folds(pool, grain, seed + 1 + s)
         sizes = np.bincount(folds, minlength=grain)
         take = int(np.argmin(abs(np.cumsum(sizes) - size))) + 1  # twentieths nearest `size`
+        n_val = max(1, round(0.15 * take))  # validation: about 15% of the set, by lesion
+        if take <= n_val:
+            raise SystemExit(f"error: --size {size} is under two twentieths of the "
+                             f"{len(pool)}-image pool: too few to hold out validation lesions")
         chosen = pool[folds < take].copy()
-        chosen["split"] = np.where(folds[folds < take] == 0, "val", "train")
+        chosen["split"] = np.where(folds[folds < take] < n_val, "val", "train")
         out.append(pd.concat([chosen, evaluation.assign(split="test")], ignore_index=True))
     return out
-
-
-def _train_eval(config: str, modality: str, workdir: str, sets: list[str]) -> float:
-    """train_and_evaluate, except that a finished evaluation is read, not run again."""
-    timing = os.path.join(workdir, TIMING)
-    if os.path.exists(os.path.join(workdir, "eval", "metrics.json")) and os.path.exists(timing):
-        with open(timing) as f:
-            return json.load(f)["train_seconds"] / 60
-    return train_and_evaluate(config, modality, workdir, sets)
 
 
 def source_as_is(source: str, evaluation: pd.DataFrame, out: str) -> str:
@@ -106,6 +100,10 @@ def source_as_is(source: str, evaluation: pd.DataFrame, out: str) -> str:
     return out
 
 
+def _overrides(sets: list[str]) -> str:
+    return " with " + " ".join(f"`{x}`" for x in sets) if sets else ""
+
+
 def _compare(a: str, b: str, names, out: str) -> dict:
     run_script("scripts/compare.py", a, b, "--names", *names, "--out", out)
     with open(out) as f:
@@ -123,15 +121,24 @@ def ham10000(args) -> None:
     for s, frame in enumerate(target_splits(args.source, args.subsets, args.size, args.seed)):
         split_file = os.path.join(args.out, f"subset_{s}", "split.csv")
         os.makedirs(os.path.dirname(split_file), exist_ok=True)
-        frame[["image_id", "group_id", "label", "split"]].to_csv(split_file, index=False)
+        text = frame[["image_id", "group_id", "label", "split"]].to_csv(index=False)
+        if os.path.exists(split_file):  # its runs were trained on it: never another draw
+            with open(split_file) as f:
+                if f.read() != text:
+                    raise SystemExit(f"error: {split_file} holds another draw (other --source, "
+                                     "--size, --seed or --subsets); use another --out")
+        else:
+            with open(split_file, "w") as f:
+                f.write(text)
         n_target = int((frame["split"] != "test").sum())
         entry = {"subset": s, "target_images": n_target,
                  "evaluation_images": int((frame["split"] == "test").sum()), "runs": {}}
         for label, sets in STARTS.items():
             workdir = os.path.join(args.out, f"subset_{s}", label.split()[0].lower())
             sets = [x.format(source=args.source) for x in sets]
-            minutes = _train_eval(args.config, "image", workdir,
-                                  [f"data.split_file={split_file}", *args.set, *sets])
+            minutes = train_and_evaluate(args.config, "image", workdir,
+                                         [f"data.split_file={split_file}", *args.set, *sets],
+                                         reuse_eval=True)
             m = _metrics(os.path.join(workdir, "eval"))["metrics"]
             results[label].append(m["balanced_accuracy"]["value"])
             entry["runs"][label] = {"workdir": workdir, "metrics": m, "minutes": minutes}
@@ -178,7 +185,7 @@ def ham10000(args) -> None:
               f"were never trained or validated on). Target sets of about {args.size} images "
               f"drawn from half of those lesions ({args.subsets} draws, seeds "
               f"{args.seed + 1}..{args.seed + args.subsets}), each fine-tuned with "
-              f"`{args.config}` (image only) and {' '.join(f'`{x}`' for x in args.set)}; every "
+              f"`{args.config}` (image only){_overrides(args.set)}; every "
               f"run scored on the same {ev} evaluation images (the other half). 95% lesion-"
               "bootstrap intervals."), "",
              "| target set (images) | start | balanced accuracy [95% CI] | macro AUC | "
@@ -189,6 +196,8 @@ def ham10000(args) -> None:
              "| --- | --- | --- |", source_row, "",
              "| paired difference (balanced accuracy, points) | per target set [95% CI] | mean "
              "| sets with CI above 0 |", "| --- | --- | ---: | ---: |", *paired]
+    data["size"], data["target_images"] = args.size, [e["target_images"]
+                                                     for e in data["subsets"]]
     data["summary"] = {k: {"mean": statistics.mean(v), "sd": statistics.stdev(v), "values": v}
                        for k, v in results.items()}
     publish(args.name, lines, data)
@@ -206,7 +215,7 @@ def chestxray(args) -> None:
         result = _metrics(os.path.join(workdir, "oof"))
         m = result["metrics"]
         data[label] = {"workdir": workdir, "metrics": m, "minutes": minutes,
-                       "rows": result.get("n_images")}
+                       "rows": result.get("rows")}
         rows.append(f"| {label} | {cell(m['balanced_accuracy']['value'], m['balanced_accuracy']['ci95'])}"
                     f" | {cell(m['macro_auc']['value'], m['macro_auc']['ci95'])} | "
                     f"{minutes:.1f} |")
@@ -220,7 +229,7 @@ def chestxray(args) -> None:
         paired.append(f"| {b} - {a} | {points(diff['balanced_accuracy'])} | "
                       f"{points(diff['macro_auc'])} |")
     lines = ["# Transfer on covid-chestxray: a patient-grouped finding task", "",
-             (f"`{args.config}` (image only) and {' '.join(f'`{x}`' for x in args.set)}, "
+             (f"`{args.config}` (image only){_overrides(args.set)}, "
               f"{args.folds}-fold patient-grouped cross-validation (`scripts/cv.py`) per start; "
               f"pooled out-of-fold predictions, 95% patient-bootstrap intervals. `another run`: "
               f"`{args.source}`, its head re-initialised (other classes)."), "",
@@ -246,6 +255,8 @@ def main():
     parser.add_argument("--folds", type=int, default=3, help="chest X-ray CV folds")
     parser.add_argument("--name", default=None, help="result file name")
     args = parser.parse_args()
+    if args.subsets < 2 and not args.chestxray:
+        parser.error("--subsets: at least 2 (the summary gives the spread over target sets)")
     args.name = args.name or ("transfer_chestxray" if args.chestxray else "transfer_ham10000")
     os.chdir(ROOT)
     (chestxray if args.chestxray else ham10000)(args)

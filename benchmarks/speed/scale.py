@@ -52,8 +52,32 @@ SITES = ("back", "lower extremity", "trunk", "upper extremity", "abdomen", "face
 MARK = "SCALE_RESULT "
 
 
-def _rss_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def _status_kb(field: str) -> int | None:
+    """A /proc/self/status field in kB (Linux): VmRSS (now), VmHWM (peak since reset)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _start_kb() -> int:
+    """What the process holds now, with its peak reset to it (so an earlier peak, the
+    imports or a warm-up, cannot hide the stage's): Linux's clear_refs 5; elsewhere the peak
+    so far, a lower bound of what the stage adds."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_kb("VmRSS") or _peak_kb()
+    except OSError:
+        return _peak_kb()
+
+
+def _peak_kb() -> int:
+    return _status_kb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # ---- the data ---------------------------------------------------------------------------
@@ -141,7 +165,7 @@ def _data_cfg(root: str):
 def stage_split(root: str) -> dict:
     from multimodal.data.split.build import load_table, resolve_split
 
-    base, t0 = _rss_kb(), time.perf_counter()
+    base, t0 = _start_kb(), time.perf_counter()
     table = load_table(_data_cfg(root))
     split = resolve_split(table, _data_cfg(root), save_to=os.path.join(root, "split.csv"))
     return {"seconds": time.perf_counter() - t0, "base_kb": base, "rows": len(split)}
@@ -164,7 +188,7 @@ def stage_prepare(root: str, workers: int) -> dict:
     table, split = _table_and_split(root)
     out = os.path.join(root, f"prepared_w{workers}")
     shutil.rmtree(out, ignore_errors=True)
-    base, t0 = _rss_kb(), time.perf_counter()
+    base, t0 = _start_kb(), time.perf_counter()
     prepare(table, split, out, image_size=128, workers=workers, progress=False)
     return {"seconds": time.perf_counter() - t0, "base_kb": base}
 
@@ -190,7 +214,7 @@ def stage_epoch(root: str) -> dict:
     loader = _loader(root, "train", True)
     n = len(loader.source)
     plan = np.stack([np.arange(n), np.arange(n)], 1)
-    base, t0, images = _rss_kb(), time.perf_counter(), 0
+    base, t0, images = _start_kb(), time.perf_counter(), 0
     for batch in loaders.train_dataset(loader, plan, 32, workers=0, threads=2):
         images += len(batch["label"])
     return {"seconds": time.perf_counter() - t0, "base_kb": base, "images": images}
@@ -209,7 +233,7 @@ def stage_features(root: str) -> dict:
     encoder.eval()
     forward = nnx.jit(lambda e, x: e(x))
     jax.block_until_ready(forward(encoder, np.zeros((64, 128, 128, 3), np.float32)))
-    base = _rss_kb()
+    base = _start_kb()
     t0, images = time.perf_counter(), 0
     for split in ("train", "val", "test"):
         for batch in loaders.eval_dataset(_loader(root, split, False), 64, threads=2):
@@ -237,7 +261,7 @@ def stage_stacker(n: int) -> dict:
     from multimodal.ensemble.stacking import Stacker
 
     X, y, groups, _ = _table(n)
-    base = _rss_kb()
+    base = _start_kb()
     t0 = time.perf_counter()
     stacker = Stacker(list(CLASSES), n_estimators=100, early_stopping_rounds=None)
     stacker.fit(X, y, groups).predict_proba(X)
@@ -248,7 +272,7 @@ def stage_bootstrap(n: int) -> dict:
     from multimodal.evaluation.scoring import evaluate_predictions
 
     _, y, groups, probs = _table(n)
-    base = _rss_kb()
+    base = _start_kb()
     t0 = time.perf_counter()
     evaluate_predictions(y, probs, groups, list(CLASSES), 1000)
     return {"seconds": time.perf_counter() - t0, "base_kb": base}
@@ -256,7 +280,7 @@ def stage_bootstrap(n: int) -> dict:
 
 def run_stage(stage: str, root: str, n: int) -> dict:
     """Run one stage in this process and return its measurements."""
-    base = _rss_kb()
+    base = _start_kb()
     t0 = time.perf_counter()
     if stage == "split":
         out = stage_split(root)
@@ -272,8 +296,9 @@ def run_stage(stage: str, root: str, n: int) -> dict:
         out = stage_bootstrap(n)
     seconds = out.pop("seconds", time.perf_counter() - t0)
     base = out.pop("base_kb", base)
-    return {"stage": stage, "n": n, "seconds": seconds, "peak_kb": _rss_kb(),
-            "extra_kb": max(0, _rss_kb() - base), **out}
+    peak = _peak_kb()
+    return {"stage": stage, "n": n, "seconds": seconds, "peak_kb": peak,
+            "extra_kb": max(0, peak - base), **out}
 
 
 def _child(stage: str, root: str, n: int, log) -> dict:
@@ -297,14 +322,16 @@ def _rows(results: list[dict], stages) -> tuple[list[str], dict]:
     for stage in stages:
         mine = sorted((r for r in results if r["stage"] == stage), key=lambda r: r["n"])
         for r in mine:
-            lines.append(f"| {stage} | {r['n']:,} | {r['seconds']:.1f} | "
-                         f"{1e3 * r['seconds'] / r['n']:.3f} | {r['peak_kb'] / 1024:.0f} | "
-                         f"{1024 * r['extra_kb'] / r['n']:,.0f} |")
+            items = r.get("images") or r["n"]  # an epoch: the training split's images
+            lines.append(f"| {stage} | {r['n']:,} | {items:,} | {r['seconds']:.1f} | "
+                         f"{1e3 * r['seconds'] / items:.3f} | {r['peak_kb'] / 1024:.0f} | "
+                         f"{1024 * r['extra_kb'] / items:,.0f} |")
         if len(mine) >= 2:  # the two largest sizes: cost per item at the largest / the next
             a, b = mine[-2], mine[-1]
+            na, nb = a.get("images") or a["n"], b.get("images") or b["n"]
             ratios[stage] = {"sizes": [a["n"], b["n"]],
-                             "time_ratio": (b["seconds"] / b["n"]) / (a["seconds"] / a["n"]),
-                             "memory_ratio": ((b["extra_kb"] / b["n"]) / (a["extra_kb"] / a["n"])
+                             "time_ratio": (b["seconds"] / nb) / (a["seconds"] / na),
+                             "memory_ratio": ((b["extra_kb"] / nb) / (a["extra_kb"] / na)
                                               if a["extra_kb"] else None)}
     return lines, ratios
 
@@ -368,8 +395,9 @@ def main():
               f"table rows: {', '.join(f'{n:,}' for n in args.table_rows)}. Each stage in a fresh "
               "process (benchmarks/speed/scale.py says what each does); extra memory is the "
               "peak resident set minus what the process held before the stage."), "",
-             "| stage | images or rows | seconds | ms per item | peak MB | extra bytes per "
-             "item |", "| --- | ---: | ---: | ---: | ---: | ---: |", *lines, "",
+             "| stage | images or rows | items processed | seconds | ms per item | peak MB | "
+             "extra bytes per item |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+             *lines, "",
              "Linear cost means a ratio near 1: cost per item at the largest size over that at "
              "the next size (the goal: within 1.25).", "",
              "| stage | sizes | time per item, ratio | extra memory per item, ratio |",

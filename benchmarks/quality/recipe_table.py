@@ -134,6 +134,26 @@ def metadata_variant_lines(name: str = "metadata_gain_ham10000", seed: int = 0) 
             + "; ".join(cells) + f" (`{name}.md`)."] if cells else []
 
 
+def corruption_drops() -> dict:
+    """CV folder -> its fold model's mean drop over the corruption families at severity 3,
+    plain and with BatchNorm adapted, in points (shift_severity.py result files)."""
+    out = {}
+    for name in ("shift_severity_cv_fold0_image_meta", "shift_severity_cv_fold0_image"):
+        data = load(name)
+        if not data or "runs/cv/" not in data["run"]:
+            continue
+        folder = "runs/cv/" + data["run"].split("runs/cv/", 1)[1].rsplit("/fold_", 1)[0]
+        cells = [c for k, c in data["cells"].items() if k.endswith("-s3") and c.get("drop")]
+        if not cells:
+            continue
+        plain = 100 * sum(c["drop"]["difference"] for c in cells) / len(cells)
+        adapted = [c["adapted"]["drop"]["difference"] for c in cells
+                   if (c.get("adapted") or {}).get("drop")]
+        out[folder] = f"{plain:+.1f}" + (f" ({100 * sum(adapted) / len(adapted):+.1f} "
+                                         "adapted)" if adapted else "")
+    return out
+
+
 def cv_lines() -> list[str]:
     """The rows re-measured on grouped cross-validation (cv_table.py, screen_table.py): the
     evidence choices are made on now; the test split scored once per final row."""
@@ -144,9 +164,13 @@ def cv_lines() -> list[str]:
              "", ("Pooled out-of-fold (OOF) balanced accuracy over the development rows, the test "
                   "split untouched by every choice; a stack's members are these fold models. "
                   "`test` is scored once per final row, a check, not a target."), "",
+             ("Corruption drop: the fold-0 model on its held-out rows, mean over the 12 "
+              "families at severity 3 minus clean, in points (with BatchNorm re-estimated on "
+              "each copy: `adapted`; shift_severity_cv_fold0_*.md)."), "",
              "| what was measured | OOF balanced accuracy [95% CI] | fold mean +- sd | OOF macro "
-             "AUC | test, once | chosen by | minutes | source |",
-             "| --- | --- | --- | --- | --- | --- | ---: | --- |"]
+             "AUC | test, once | corruption drop | chosen by | minutes | source |",
+             "| --- | --- | --- | --- | --- | --- | --- | ---: | --- |"]
+    drops = corruption_drops()
     for key, entry in data.items():
         if not key.startswith("runs/"):
             continue
@@ -160,7 +184,8 @@ def cv_lines() -> list[str]:
                      f" | {spread['mean']:.3f} +- {spread['sd']:.3f} | "
                      f"{cell(m['macro_auc']['value'], m['macro_auc']['ci95'])} | "
                      + (f"{cell(test['value'], test['ci95'])} (fold average)" if test else "")
-                     + f" | {setting['folds']}-fold OOF | {sum(entry['minutes']):.0f} | "
+                     + f" | {drops.get(key, '')} | {setting['folds']}-fold OOF | "
+                     f"{sum(entry['minutes']):.0f} | "
                      "`cv_ham10000_cpu.md` |")
     for name, system in data.get("stack", {}).get("systems", {}).items():
         if name.startswith(("member:", "single:")):
@@ -170,13 +195,13 @@ def cv_lines() -> list[str]:
                      f"{cell(oof['balanced_accuracy']['value'], oof['balanced_accuracy']['ci95'])}"
                      f" | | {cell(oof['macro_auc']['value'], oof['macro_auc']['ci95'])} | "
                      f"{cell(test['balanced_accuracy']['value'], test['balanced_accuracy']['ci95'])}"
-                     " | OOF (its own inner grouped split) | | `cv_ham10000_cpu.md` |")
+                     " | | OOF (its own inner grouped split) | | `cv_ham10000_cpu.md` |")
     for key, entry in ((screens or {}).get("screens") or {}).items():
         if key == screens["reference"]:
             continue
         d = entry["comparison"]["metrics"]["balanced_accuracy"]
         lines.append(f"| screen: {entry['setting']} (`{key}`) | fold {screens['fold']} only: "
-                     f"{d['b']:.3f}, {points(d)} vs the recipe's fold model | | | | fold-"
+                     f"{d['b']:.3f}, {points(d)} vs the recipe's fold model | | | | | fold-"
                      f"{screens['fold']} screen at equal wall time | {entry['minutes']:.0f} | "
                      "`screen_resolution_cpu.md` |")
     return lines

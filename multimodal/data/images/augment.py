@@ -33,14 +33,15 @@ class Op:
     fn: Callable
     random: bool
     geometric: bool = False  # moves pixels: applied to a segmentation mask too
+    check: Callable | None = None  # check(**options): refuses bad option values at config time
 
 
 OPS: dict[str, Op] = {}
 
 
-def register(name: str, random: bool, geometric: bool = False):
+def register(name: str, random: bool, geometric: bool = False, check: Callable | None = None):
     def wrap(fn):
-        OPS[name] = Op(fn, random, geometric)
+        OPS[name] = Op(fn, random, geometric, check)
         return fn
     return wrap
 
@@ -280,6 +281,8 @@ def parse_ops(spec) -> list[tuple[str, dict]]:
         if unknown:
             raise ConfigError(f"data.augment {name!r}: unknown option(s) {sorted(unknown)}; "
                              f"allowed: {list(allowed)}")
+        if OPS[name].check is not None:
+            OPS[name].check(**options)
         ops.append((name, options))
     return ops
 
@@ -310,3 +313,8 @@ def apply_ops_with_mask(image: np.ndarray, mask: np.ndarray, ops, rng,
         else:
             image = op.fn(image, rng, **options)
     return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+
+
+# the corruption benchmark's families as a training op (registers "corrupt"; imported last:
+# it builds on this module and on shift.py, which imports this one)
+from multimodal.data.images import corrupt as _corrupt  # noqa: E402,F401

@@ -195,7 +195,12 @@ def ham10000(args) -> None:
              "| reference (the same evaluation rows) | balanced accuracy [95% CI] | macro AUC |",
              "| --- | --- | --- |", source_row, "",
              "| paired difference (balanced accuracy, points) | per target set [95% CI] | mean "
-             "| sets with CI above 0 |", "| --- | --- | ---: | ---: |", *paired]
+             "| sets with CI above 0 |", "| --- | --- | ---: | ---: |", *paired, "",
+             ("The target sets are HAM10000 pictures: the source run was trained on the same "
+              "cameras and population, so `another run` measures starting from more of the "
+              "same data, not transfer to another clinic's camera (which would also call for "
+              "`--adapt-bn` or fine-tuning on the new pictures). Target sets overlap (drawn "
+              "from one pool); their spread is the draw's, not independent replicates'.")]
     data["size"], data["target_images"] = args.size, [e["target_images"]
                                                      for e in data["subsets"]]
     data["summary"] = {k: {"mean": statistics.mean(v), "sd": statistics.stdev(v), "values": v}

@@ -139,9 +139,13 @@ def synth(root: str, n: int, seed: int = 0, processes: int = 2) -> float:
     folder = os.path.join(root, "images")
     os.makedirs(folder, exist_ok=True)
     rows = _lesion_rows(n, seed)
-    with Pool(processes) as pool:
-        pool.map(_write_pictures, [(rows[i:i + 200], folder, seed)
-                                   for i in range(0, n, 200)], chunksize=1)
+    chunks = [(rows[i:i + 200], folder, seed) for i in range(0, n, 200)]
+    if processes <= 1:  # in this process: no fork (unsafe in a process that runs JAX)
+        for chunk in chunks:
+            _write_pictures(chunk)
+    else:
+        with Pool(processes) as pool:
+            pool.map(_write_pictures, chunks, chunksize=1)
     with open(os.path.join(root, "HAM10000_metadata.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, ["lesion_id", "image_id", "dx", "dx_type", "age", "sex",
                                     "localization"], extrasaction="ignore")

@@ -50,28 +50,17 @@ def flags_metadata(args) -> dict:
 
 def adapt_to_images(predictor, n_items: int, blend: float | None, cases) -> None:
     """predict.py --adapt-bn: the run's BatchNorm statistics re-estimated on the given
-    images ((picture, metadata row) pairs); refused for an ensemble, a model without
-    BatchNorm or too few images before any image is read (and when fewer could be read)."""
-    from flax import nnx
+    images ((picture, metadata row) pairs, read lazily); an ensemble refused here, the
+    rest by the model (SingleModel.adapt_batchnorm) before any image is read."""
+    from multimodal.evaluation.adapt import CLASS_MIX_NOTE
 
-    from multimodal.evaluation import adapt
-
-    blend = adapt.check_blend(1.0 if blend is None else blend)
-    if predictor.kind != "run" or not hasattr(predictor.model, "graphdef"):
+    if predictor.kind != "run":
         raise ConfigError(f"--adapt-bn adapts one run; {predictor.path} is a "
                           f"{predictor.kind}", "pass one of its member runs with --checkpoint")
-    model = nnx.merge(predictor.model.graphdef, predictor.model.state)
-    if not adapt.batchnorms(model):
-        raise ConfigError(f"{predictor.path} has no BatchNorm layers: nothing for --adapt-bn "
-                          "to re-estimate", "drop --adapt-bn")
-    if n_items < adapt.MIN_IMAGES:
-        raise ConfigError(f"--adapt-bn needs at least {adapt.MIN_IMAGES} target images; "
-                          f"{n_items} given: below {adapt.MIN_IMAGES} the BatchNorm statistics "
-                          "estimate is too noisy", "predict more of the clinic's images at "
-                          "once, or drop --adapt-bn")
-    seen, layers = predictor.model.adapt_batchnorm(cases, blend)
+    blend = 1.0 if blend is None else blend  # checked with the other arguments
+    seen, layers = predictor.model.adapt_batchnorm(cases, n_items, blend)
     print(f"adapted BatchNorm on {seen} target images ({layers} layers, blend {blend:g}); "
-          f"{adapt.CLASS_MIX_NOTE}", file=sys.stderr)
+          f"{CLASS_MIX_NOTE}", file=sys.stderr)
 
 
 @cli
@@ -110,10 +99,10 @@ def main(argv=None) -> int:
         from multimodal.evaluation.adapt import check_blend
 
         check_blend(args.adapt_bn_blend)
-    if args.adapt_bn and args.model:
-        raise ConfigError("--adapt-bn adapts a run: an exported model's function and "
-                          "statistics are fixed when it is exported",
-                          "pass the run it was exported from: --checkpoint RUN")
+    if args.adapt_bn and args.model:  # before the model is loaded
+        from multimodal.serving.model import NOT_ADAPTED
+
+        raise ConfigError(*NOT_ADAPTED)
     check_limit_options("--max-file-mb", args.max_file_mb, args.max_pixels, args.max_aspect)
     path = args.checkpoint or args.model
     if args.model and not os.path.isdir(args.model):

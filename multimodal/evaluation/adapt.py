@@ -148,8 +148,15 @@ def check_target(run, inputs, split: str, blend: float = 1.0, min_images: int = 
                           "drop --adapt-bn, or use a run with BatchNorm (e.g. "
                           "model.encoder=small_cnn_bn, resnet18, efficientnet_lite0)")
     n = len(inputs.sources[split])
+    check_count(n, f"{what or split} has {n}", min_images,
+                "evaluate on a larger set of the target images, or drop --adapt-bn")
+
+
+def check_count(n: int, counted: str, min_images: int = MIN_IMAGES,
+                hint: str = "give more of the target images, or drop --adapt-bn") -> None:
+    """Refuse fewer than `min_images` target images (`counted`: how many there are, in
+    words, e.g. "10 given")."""
     if n < min_images:
-        raise ConfigError(f"--adapt-bn needs at least {min_images} target images; "
-                          f"{what or split} has {n}: below {min_images} the BatchNorm "
-                          "statistics estimate is too noisy",
-                          "evaluate on a larger set of the target images, or drop --adapt-bn")
+        raise ConfigError(f"--adapt-bn needs at least {min_images} target images; {counted}: "
+                          f"below {min_images} the BatchNorm statistics estimate is too noisy",
+                          hint)

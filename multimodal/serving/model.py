@@ -26,6 +26,8 @@ from multimodal.serving.preprocess import Preprocessing
 EXPORT_PREFIX = "multimodal.Exported/"
 EXPORT_FORMAT = EXPORT_PREFIX + "1"
 MODEL_FILE = "model.jax"
+NOT_ADAPTED = ("--adapt-bn adapts a run: an exported model's function and statistics are "
+               "fixed when it is exported", "pass the run it was exported from: --checkpoint RUN")
 
 
 class SingleModel:
@@ -91,21 +93,24 @@ class SingleModel:
     def batch(self, pictures, metadata_rows) -> dict:
         return self.prep.batch(pictures, metadata_rows)
 
-    def adapt_batchnorm(self, cases, blend: float = 1.0) -> tuple[int, int]:
+    def adapt_batchnorm(self, cases, n_given: int, blend: float = 1.0) -> tuple[int, int]:
         """Re-estimate a run's BatchNorm statistics on `cases` ((picture, metadata row)
-        pairs: the target images, unlabelled; multimodal/evaluation/adapt.py) in batches of
-        the run's batch size, as `evaluate.py --adapt-bn` does, blended with its own by
-        `blend`; (images seen, BatchNorm layers). Refused below adapt.MIN_IMAGES images
-        read, before the model changes. A run only: an exported model's function is fixed
-        when exported."""
+        pairs, read lazily: the target images, unlabelled; multimodal/evaluation/adapt.py) in
+        batches of the run's batch size, as `evaluate.py --adapt-bn` does, blended with its
+        own by `blend`; (images seen, BatchNorm layers). Refused before any case is read: an
+        exported model (its function is fixed when exported), no BatchNorm, fewer than
+        adapt.MIN_IMAGES `n_given`; and before the model changes when fewer could be read."""
         from flax import nnx
 
         from multimodal.evaluation import adapt
 
         if not hasattr(self, "graphdef"):
-            raise ConfigError("--adapt-bn adapts a run: an exported model's function and "
-                              "statistics are fixed when it is exported",
-                              "pass the run it was exported from (--checkpoint RUN)")
+            raise ConfigError(*NOT_ADAPTED)
+        model = nnx.merge(self.graphdef, self._params)
+        if not adapt.batchnorms(model):
+            raise ConfigError(f"{self.source['path']} has no BatchNorm layers: nothing for "
+                              "--adapt-bn to re-estimate", "drop --adapt-bn")
+        adapt.check_count(n_given, f"{n_given} given")
 
         def batches():
             pictures, rows = [], []
@@ -118,13 +123,8 @@ class SingleModel:
             if pictures:
                 yield self.batch(pictures, rows)
 
-        model = nnx.merge(self.graphdef, self._params)
         stats, seen = adapt.target_statistics(model, batches())
-        if seen < adapt.MIN_IMAGES:
-            raise ConfigError(f"--adapt-bn needs at least {adapt.MIN_IMAGES} target images; "
-                              f"{seen} could be read: below {adapt.MIN_IMAGES} the BatchNorm "
-                              "statistics estimate is too noisy",
-                              "give more of the clinic's images, or drop --adapt-bn")
+        adapt.check_count(seen, f"{seen} could be read")
         adapt.set_statistics(model, stats, blend)
         with self._lock:
             self._params = self.state = nnx.state(model)

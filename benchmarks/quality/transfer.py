@@ -110,6 +110,14 @@ def _compare(a: str, b: str, names, out: str) -> dict:
         return json.load(f)["metrics"]
 
 
+def _paired_row(label: str, diffs: list[dict]) -> str:
+    """A paired difference over the target sets: each set's, the mean, how many CIs are
+    above 0."""
+    return (f"| {label} | " + " ; ".join(points(d) for d in diffs) + " | "
+            f"{100 * statistics.mean(d['difference'] for d in diffs):+.1f} | "
+            f"{sum(d['ci95'][0] > 0 for d in diffs)} / {len(diffs)} |")
+
+
 def _metrics(folder: str) -> dict:
     with open(os.path.join(folder, "metrics.json")) as f:
         return json.load(f)
@@ -171,14 +179,8 @@ def ham10000(args) -> None:
                   f"{cell(m['macro_auc']['value'], m['macro_auc']['ci95'])} |")
     summary = [f"| {label} | {statistics.mean(v):.3f} +- {statistics.stdev(v):.3f} | "
                f"{min(v):.3f}-{max(v):.3f} |" for label, v in results.items()]
-    paired = [f"| {b} - {a} | " + " ; ".join(points(g) for g in gains[(b, a)]) + " | "
-              f"{100 * statistics.mean(g['difference'] for g in gains[(b, a)]):+.1f} | "
-              f"{sum(g['ci95'][0] > 0 for g in gains[(b, a)])} / {len(gains[(b, a)])} |"
-              for b, a in PAIRS]
-    paired.append("| another run (fine-tuned) - the source as it is | "
-                  + " ; ".join(points(g) for g in tuned_gain) + " | "
-                  f"{100 * statistics.mean(g['difference'] for g in tuned_gain):+.1f} | "
-                  f"{sum(g['ci95'][0] > 0 for g in tuned_gain)} / {len(tuned_gain)} |")
+    paired = [_paired_row(f"{b} - {a}", gains[(b, a)]) for b, a in PAIRS]
+    paired.append(_paired_row("another run (fine-tuned) - the source as it is", tuned_gain))
     ev = data["subsets"][0]["evaluation_images"]
     lines = ["# Transfer to a clinic's few hundred images (HAM10000)", "",
              (f"Source run `{args.source}` (a fold model of a grouped CV: its held-out lesions "

@@ -24,7 +24,8 @@ by two processes. The stages, each in a fresh process (`--stage`), as the toolki
 - `bootstrap`: the evaluation's 1,000-resample lesion bootstrap of every metric
   (evaluation/scoring.py `evaluate_predictions`) on N rows.
 
-`--table-rows` sizes the last two apart (they need no images: up to 1M rows). What was measured
+`--stages` runs some of them (the ones a stage reads from are added: split, then
+prepare_w2). `--table-rows` sizes the last two apart (they need no images: up to 1M rows). What was measured
 is kept in OUT/measured.json, so the command continues after a stop (`--fresh`: again). Peak
 memory is the process's maximum resident set (ru_maxrss) minus what it held before the stage
 began (imports, the model), per image or row; seconds are wall time of the stage alone.
@@ -46,6 +47,8 @@ from benchmarks.common import ROOT, publish
 
 IMAGE_STAGES = ("split", "prepare_w1", "prepare_w2", "epoch", "features")
 TABLE_STAGES = ("stacker", "bootstrap")
+NEEDS = {"prepare_w1": ("split",), "prepare_w2": ("split",), "epoch": ("split", "prepare_w2"),
+         "features": ("split", "prepare_w2")}  # split.csv, then the prepared records
 CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 SHARE = np.array([327, 514, 1099, 115, 1113, 6705, 142], float) / 10015  # HAM10000's mix
 SITES = ("back", "lower extremity", "trunk", "upper extremity", "abdomen", "face", "chest")
@@ -283,9 +286,8 @@ def stage_bootstrap(n: int) -> dict:
 
 
 def run_stage(stage: str, root: str, n: int) -> dict:
-    """Run one stage in this process and return its measurements."""
-    base = _start_kb()
-    t0 = time.perf_counter()
+    """Run one stage in this process and return its measurements (each stage times itself
+    and takes its memory baseline after its own imports and set-up)."""
     if stage == "split":
         out = stage_split(root)
     elif stage.startswith("prepare_w"):
@@ -298,9 +300,7 @@ def run_stage(stage: str, root: str, n: int) -> dict:
         out = stage_stacker(n)
     else:
         out = stage_bootstrap(n)
-    seconds = out.pop("seconds", time.perf_counter() - t0)
-    base = out.pop("base_kb", base)
-    peak = _peak_kb()
+    seconds, base, peak = out.pop("seconds"), out.pop("base_kb"), _peak_kb()
     return {"stage": stage, "n": n, "seconds": seconds, "peak_kb": peak,
             "extra_kb": max(0, peak - base), **out}
 
@@ -365,6 +365,11 @@ def main():
         return
     if args.smoke:
         args.sizes, args.table_rows = [60, 120], [500, 1000]
+    asked = set(args.stages)  # a stage reads what the ones before it wrote: add those
+    for stage, before in NEEDS.items():
+        if stage in asked:
+            asked |= set(before)
+    args.stages = [s for s in (*IMAGE_STAGES, *TABLE_STAGES) if s in asked]
     log = lambda line: print(line, flush=True)  # noqa: E731
     os.makedirs(args.out, exist_ok=True)
     kept = os.path.join(args.out, "measured.json")  # a stopped run keeps what it measured
@@ -389,7 +394,7 @@ def main():
         results += [measure(s, root, n) for s in args.stages if s in IMAGE_STAGES]
     for n in args.table_rows:
         results += [measure(s, args.out, n) for s in args.stages if s in TABLE_STAGES]
-    stages = [s for s in args.stages]
+    stages = list(args.stages)
     lines, ratios = _rows(results, stages)
     verdict = [f"| {s} | {r['sizes'][0]:,} -> {r['sizes'][1]:,} | {r['time_ratio']:.2f} | "
                + (f"{r['memory_ratio']:.2f}" if r["memory_ratio"] is not None else "-") + " |"
